@@ -1,0 +1,95 @@
+"""Execute notebooks top to bottom, headless, and report each one's time and peak memory.
+
+CI runs every notebook this way in quick mode (``LABKIT_QUICK=1``), and any error in any cell fails
+the run. The peak memory is the kernel's own maximum resident set size, read by one extra cell that is
+added to the in-memory copy of the notebook (the file on disk is not changed).
+
+    python -m labkit.run_notebooks                  # every notebook in notebooks/, quick mode
+    python -m labkit.run_notebooks notebooks/01_drift.ipynb --full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+_PEAK_MARKER = "LABKIT_PEAK_RSS_MB="
+_PEAK_CELL = (
+    "import resource, sys\n"
+    "_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    f"print('{_PEAK_MARKER}' + str(_kb / (1024 * 1024 if sys.platform == 'darwin' else 1024)))"
+)
+
+
+def notebook_paths(folder: str | Path | None = None) -> list[Path]:
+    """Every course notebook, in order (00_welcome first)."""
+    folder = Path(folder) if folder else Path(__file__).resolve().parent.parent / "notebooks"
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(path: str | Path, quick: bool = True, timeout: int = 600, save_to: str | Path | None = None):
+    """Run one notebook in a fresh kernel, in its own folder. Raises nbclient's CellExecutionError on error.
+
+    Returns a dict with the notebook name, wall seconds and the kernel's peak memory in MB.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
+    env_before = os.environ.get("LABKIT_QUICK")
+    os.environ["LABKIT_QUICK"] = "1" if quick else "0"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    start = time.perf_counter()
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    finally:
+        if env_before is None:
+            os.environ.pop("LABKIT_QUICK", None)
+        else:
+            os.environ["LABKIT_QUICK"] = env_before
+    seconds = time.perf_counter() - start
+    peak = float("nan")
+    for out in nb.cells[-1].get("outputs", []):
+        for line in out.get("text", "").splitlines():
+            if line.startswith(_PEAK_MARKER):
+                peak = float(line[len(_PEAK_MARKER):])
+    if save_to is not None:
+        nb.cells.pop()
+        nbformat.write(nb, save_to)
+    return {"notebook": path.name, "seconds": round(seconds, 1), "peak_memory_mb": round(peak, 1)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
+    parser.add_argument("--full", action="store_true", help="full mode instead of quick mode")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--save-dir", help="write executed copies (with outputs) into this folder")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.notebooks] or notebook_paths()
+    results, total = [], 0.0
+    for p in paths:
+        save_to = Path(args.save_dir) / p.name if args.save_dir else None
+        if save_to is not None:
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+        r = run_notebook(p, quick=not args.full, save_to=save_to)
+        results.append(r)
+        total += r["seconds"]
+        print(f"{r['notebook']:<34} {r['seconds']:>7.1f} s   peak {r['peak_memory_mb']:>7.1f} MB", flush=True)
+    peak = max((r["peak_memory_mb"] for r in results), default=float("nan"))
+    print(f"{'total':<34} {total:>7.1f} s   max peak {peak:>7.1f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"notebooks": results, "total_seconds": total}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
