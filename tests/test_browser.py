@@ -1,0 +1,174 @@
+"""A learner's session in a real browser: JupyterLab in headless Chromium runs a notebook and moves a slider.
+
+JupyterLab serves a temporary copy of notebooks/ on 127.0.0.1 (so autosave never writes outputs into the
+repository), Debian's chromium is driven by Python playwright, and the test checks that moving an
+ipywidgets slider changes what the notebook shows, with no error in the page or the kernel.
+Chromium comes from Debian (/usr/bin/chromium): never `playwright install`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "outputs" / "browser"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium for this test")
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 serving a copy of notebooks/, kernels in quick mode."""
+    root = tmp_path_factory.mktemp("lab")
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        shutil.copy(nb, root / nb.name)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, LABKIT_QUICK="1", JUPYTER_PLATFORM_DIRS="1")
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
+           "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+           "jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(root / "jupyter.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("JupyterLab exited: " + (root / "jupyter.log").read_text()[-2000:]) from None
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("JupyterLab did not start within 90 s")
+    yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_notebook(browser, lab, name: str):
+    """Open a notebook in JupyterLab and wait until its kernel is ready. Returns (page, page_errors)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}", timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        " return !s || s.getAttribute('data-status') === 'idle'; }", timeout=120_000)
+    time.sleep(1.0)
+    return page, errors
+
+
+def run_all_cells(page, timeout_s: float = 600) -> float:
+    """Run > Run All Cells, then wait until no cell shows the busy prompt [*]. Returns seconds taken."""
+    start = time.time()
+    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+    time.sleep(2.0)
+    page.wait_for_function(
+        "() => { const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')];"
+        " return prompts.length > 0 && !prompts.some(p => p.textContent.includes('*'))"
+        " && !prompts.some(p => /\\[\\s*\\]/.test(p.textContent) && p.closest('.jp-CodeCell')); }",
+        timeout=timeout_s * 1000)
+    return time.time() - start
+
+
+def kernel_errors(page) -> list[str]:
+    """Tracebacks shown in any output area of the notebook."""
+    texts = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'],"
+                         " .jp-OutputArea-output.jp-mod-error, .jp-RenderedText[data-mime-type="
+                         "'application/vnd.jupyter.error']").all_inner_texts()
+    return [t for t in texts if "Traceback" in t or re.search(r"\w+Error\b", t)]
+
+
+def slider_handle(page, description: str):
+    """The draggable handle of the ipywidgets slider whose label is ``description``."""
+    slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=description)).first
+    slider.wait_for(timeout=60_000)
+    return slider, slider.locator(".noUi-handle").first
+
+
+def move_slider(page, description: str, steps: int) -> str:
+    """Move a slider by ``steps`` keyboard steps (right if positive). Returns its new readout."""
+    slider, handle = slider_handle(page, description)
+    handle.focus()
+    key = "ArrowRight" if steps > 0 else "ArrowLeft"
+    for _ in range(abs(steps)):
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    return slider.locator(".widget-readout").inner_text()
+
+
+def wait_for_change(page, selector: str, before: str, timeout_s: float = 60) -> float:
+    """Seconds until the inner text of ``selector`` differs from ``before`` (raises on timeout)."""
+    start = time.time()
+    while time.time() - start < timeout_s:
+        now = page.locator(selector).first.inner_text()
+        if now != before:
+            return time.time() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{selector} did not change within {timeout_s} s")
+
+
+def test_welcome_notebook_runs_and_its_slider_changes_the_output(browser, lab):
+    page, page_errors = open_notebook(browser, lab, "00_welcome.ipynb")
+    seconds = run_all_cells(page, timeout_s=300)
+    print(f"00_welcome: Run All Cells finished in {seconds:.1f} s in JupyterLab")
+    assert kernel_errors(page) == []
+
+    readout = "#drift-readout"
+    page.locator(readout).first.wait_for(timeout=60_000)
+    before = page.locator(readout).first.inner_text()
+    new_value = move_slider(page, "drift", +5)
+    took = wait_for_change(page, readout, before)
+    after = page.locator(readout).first.inner_text()
+    print(f"slider moved to {new_value}: output updated in {took:.2f} s ({before!r} -> {after!r})")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "00_welcome.png"), full_page=False)
+    assert kernel_errors(page) == []
+    assert page_errors == [], page_errors
+    page.close()

@@ -1,0 +1,31 @@
+"""Every course notebook runs top to bottom, headless, in quick mode; a notebook that raises fails the run."""
+
+import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from labkit.run_notebooks import notebook_paths, run_notebook
+
+NOTEBOOKS = notebook_paths()
+
+
+def test_there_are_notebooks_to_run():
+    assert any(p.name.startswith("00_welcome") for p in NOTEBOOKS)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_quick_mode(path):
+    result = run_notebook(path, quick=True, timeout=900)
+    print(f"{result['notebook']}: {result['seconds']} s, peak {result['peak_memory_mb']} MB")
+
+
+@pytest.mark.notebook
+def test_a_notebook_that_raises_fails_the_run(tmp_path):
+    """The harness must not swallow errors: a cell that raises makes run_notebook raise."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(CellExecutionError, match="boom"):
+        run_notebook(path, quick=True, timeout=120)
