@@ -85,10 +85,9 @@ class IdentityCrossAttention(nn.Module):
             # An all-False row would make softmax divide 0 by 0. Let it attend everywhere, then zero it.
             empty_rows = ~attn_mask.any(dim=-1, keepdim=True)
             attn_mask = (attn_mask | empty_rows).unsqueeze(1)
-        out = _heads_attention(q, k, v, self.num_heads, attn_mask)
+        out = self.to_out(_heads_attention(q, k, v, self.num_heads, attn_mask))
         if empty_rows is not None:
-            out = out.masked_fill(empty_rows, 0.0)
-        out = self.to_out(out)
+            out = out.masked_fill(empty_rows, 0.0)  # after to_out, so its bias does not leak in either
         if not record:
             return out, None
         qh, kh = (rearrange(t, "b l (h c) -> b h l c", h=self.num_heads) for t in (q, k))
