@@ -1,0 +1,526 @@
+"""The drift lab: move sliders, watch a character's identity hold or drift, in one notebook cell.
+
+:class:`DriftLab` is an ipywidgets app. Its controls form a :class:`DriftSettings`; a compute function
+``(settings, progress) -> DriftResult`` turns one setting into a generated video and its measurements. The
+app stays responsive on a 2-core CPU because of three pieces that are independent of the model:
+
+* :class:`ResultCache`: a setting already computed (in this session, or shipped in a precomputed sweep in
+  ``data/``) comes back at once;
+* :class:`LatestWorker`: one background thread computes only the most recently requested setting. A newer
+  request makes the running computation stop at its next progress checkpoint (:class:`Cancelled`), and a
+  result that finishes after the settings changed is cached but never shown (it is *stale*);
+* :func:`validate_settings`: bad input (a zero or negative number of references typed in, an identity out
+  of range, an unknown strategy) becomes a visible message, never a traceback.
+
+Views are plain ``widgets.Image`` (PNG/GIF bytes drawn off-screen with matplotlib's ``Figure``, which is safe
+to use from a thread) and ``widgets.HTML`` readouts with fixed element ids (``driftlab-mean`` ...) that the
+browser test reads. The real compute function, :func:`compute_drift`, lives in :mod:`labkit.drift` and runs
+the issue-5 generator and metrics. ``python -m labkit.widgets precompute`` rebuilds the shipped sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "STRATEGIES", "REFERENCE_QUALITIES", "NUM_HELDOUT", "DriftSettings", "DriftResult", "Cancelled",
+    "validate_settings", "ResultCache", "LatestWorker", "DriftLab", "curve_png", "projection_png",
+]
+
+#: The four consistency strategies of the generator (DESIGN.md, "Four strategies, one benchmark").
+STRATEGIES = ("implicit", "keyframe", "explicit", "face-aware")
+#: Reference degradations: name -> (Gaussian noise std in [-1, 1] units, Gaussian blur sigma in pixels).
+REFERENCE_QUALITIES = {"clean": (0.0, 0.0), "noisy": (0.25, 0.0), "very noisy": (0.5, 0.0),
+                       "blurred": (0.0, 1.0), "very blurred": (0.0, 2.0)}
+#: Held-out identities the lab offers: index i means ``synthfaces.test_ids(NUM_HELDOUT)[i]``.
+NUM_HELDOUT = 20
+MAX_REFERENCES = 5
+MAX_CHUNKS = 6
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """One point of the lab: everything that determines a generated video and its measurements."""
+
+    identity_strength: float = 0.8
+    num_references: int = 3
+    reference_quality: str = "clean"
+    strategy: str = "face-aware"
+    num_chunks: int = 2
+    seed: int = 0
+    identity: int = 0
+
+    def key(self) -> tuple:
+        """Hashable cache key; the strength is rounded so 0.8 and 0.8000001 share one entry."""
+        return (round(float(self.identity_strength), 3), int(self.num_references), self.reference_quality,
+                self.strategy, int(self.num_chunks), int(self.seed), int(self.identity))
+
+    def replace(self, **changes) -> DriftSettings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class DriftResult:
+    """What one setting produced. Arrays are small numpy so results cache and ship cheaply.
+
+    frames (F, H, W, 3) uint8; references (R, H, W, 3) uint8; normalised (F,) per-frame normalised identity
+    (1 = ceiling, 0 = floor); cuts: frame indices where a new shot or chunk starts; frame_xy (F, 2),
+    reference_xy (R, 2), others_xy (K, 2): 2-D projection of recognizer embeddings of the frames, the
+    references and a few other identities; figures: the headline numbers by name.
+    """
+
+    settings: DriftSettings
+    frames: np.ndarray
+    references: np.ndarray
+    normalised: np.ndarray
+    cuts: list
+    frame_xy: np.ndarray
+    reference_xy: np.ndarray
+    others_xy: np.ndarray
+    figures: dict
+    ceiling: float = 1.0
+    floor: float = 0.0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Cancelled(Exception):
+    """Raised inside a computation by its progress callback when a newer setting has been requested."""
+
+
+def validate_settings(settings: DriftSettings) -> tuple[DriftSettings | None, list[str]]:
+    """Check a setting. Returns (settings to compute, messages); settings is None when it cannot run.
+
+    Out-of-range numbers the learner *typed* are refused with a message saying the allowed range;
+    an identity_strength outside 0..1.5 is clipped (with a message) because a slider can't produce it.
+    """
+    messages = []
+    try:
+        strength = float(settings.identity_strength)
+        refs, chunks = int(settings.num_references), int(settings.num_chunks)
+        seed, ident = int(settings.seed), int(settings.identity)
+    except (TypeError, ValueError) as err:
+        return None, [f"settings must be numbers: {err}"]
+    if not np.isfinite(strength):
+        return None, [f"identity_strength must be a number in 0..1.5, got {strength}"]
+    if not 0.0 <= strength <= 1.5:
+        messages.append(f"identity_strength {strength:g} is outside 0..1.5: clipped")
+        strength = min(max(strength, 0.0), 1.5)
+    errors = []
+    if not 1 <= refs <= MAX_REFERENCES:
+        errors.append(f"number of references must be 1..{MAX_REFERENCES}, got {refs}")
+    if not 0 <= ident < NUM_HELDOUT:
+        errors.append(f"held-out identity must be 0..{NUM_HELDOUT - 1}, got {ident}")
+    if not 1 <= chunks <= MAX_CHUNKS:
+        errors.append(f"video length must be 1..{MAX_CHUNKS} chunks, got {chunks}")
+    if seed < 0:
+        errors.append(f"seed must be 0 or more, got {seed}")
+    if settings.strategy not in STRATEGIES:
+        errors.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {settings.strategy!r}")
+    if settings.reference_quality not in REFERENCE_QUALITIES:
+        errors.append(f"reference quality must be one of {', '.join(REFERENCE_QUALITIES)}, "
+                      f"got {settings.reference_quality!r}")
+    if errors:
+        return None, errors + messages
+    clean = DriftSettings(round(strength, 3), refs, settings.reference_quality, settings.strategy, chunks,
+                          seed, ident)
+    return clean, messages
+
+
+class ResultCache:
+    """Least-recently-used store of results by ``DriftSettings.key()``; thread-safe. Remembers each source."""
+
+    def __init__(self, max_items: int = 128):
+        self.max_items = max_items
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, settings: DriftSettings):
+        """(result, source) or (None, None); ``source`` is "computed" or "precomputed"."""
+        with self._lock:
+            item = self._items.get(settings.key())
+            if item is None:
+                return None, None
+            self._items.move_to_end(settings.key())
+            return item
+
+    def put(self, result: DriftResult, source: str = "computed") -> None:
+        with self._lock:
+            self._items[result.settings.key()] = (result, source)
+            self._items.move_to_end(result.settings.key())
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __contains__(self, settings: DriftSettings) -> bool:
+        with self._lock:
+            return settings.key() in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class LatestWorker:
+    """One background thread that computes the most recently requested setting, and only that.
+
+    ``request(settings)`` answers from the cache at once when it can; otherwise it records the setting as
+    the latest wish and wakes the thread. The thread calls ``compute(settings, progress)``; ``progress``
+    reports a fraction and raises :class:`Cancelled` as soon as a newer request exists, so a slider moved
+    again abandons the old work at its next checkpoint. A result that completes for a superseded request is
+    cached (it may be asked for again) but dropped, never shown. Callbacks run on the worker thread:
+    ``on_result(result, source, seconds)``, ``on_progress(fraction, message)``, ``on_error(message)``.
+    """
+
+    def __init__(self, compute, on_result, on_progress=None, on_error=None, cache: ResultCache | None = None):
+        self.compute = compute
+        self.on_result, self.on_progress, self.on_error = on_result, on_progress, on_error
+        self.cache = cache if cache is not None else ResultCache()
+        self._cond = threading.Condition()
+        self._generation = 0        # bumped by every request: a computation of an older one is stale
+        self._pending = None        # (generation, settings, requested_at) waiting for the thread
+        self._busy = False
+        self._closed = False
+        self._deliver_lock = threading.Lock()   # a stale result can't overtake a newer one on its way out
+        self.stats = {"computed": 0, "cancelled": 0, "dropped": 0, "cache_hits": 0, "errors": 0}
+        self._thread = threading.Thread(target=self._loop, name="DriftLabWorker", daemon=True)
+        self._thread.start()
+
+    def request(self, settings: DriftSettings) -> str:
+        """Ask for ``settings``. Returns "cache" if answered at once, else "queued"."""
+        requested_at = time.perf_counter()
+        with self._cond:
+            self._generation += 1
+            generation = self._generation
+            result, source = self.cache.get(settings)
+            if result is None:
+                self._pending = (generation, settings, requested_at)
+                self._cond.notify_all()
+                return "queued"
+            self._pending = None
+            self.stats["cache_hits"] += 1
+        self._deliver(generation, result, "cache" if source == "computed" else source,
+                      time.perf_counter() - requested_at)
+        return "cache"
+
+    def is_current(self, generation: int) -> bool:
+        return generation == self._generation and not self._closed
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until nothing is pending or running (tests and notebooks use it). False on timeout."""
+        deadline = time.perf_counter() + timeout
+        with self._cond:
+            while self._pending is not None or self._busy:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._generation += 1
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _deliver(self, generation, result, source, seconds) -> bool:
+        with self._deliver_lock:
+            if not self.is_current(generation):
+                self.stats["dropped"] += 1
+                return False
+            try:
+                self.on_result(result, source, seconds)
+            except Exception as err:  # a view that fails to draw must not kill the worker
+                self._error(f"could not show the result: {type(err).__name__}: {err}")
+            return True
+
+    def _error(self, message):
+        self.stats["errors"] += 1
+        if self.on_error is not None:
+            self.on_error(message)
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                generation, settings, requested_at = self._pending
+                self._pending = None
+                self._busy = True
+
+            def progress(fraction, message="", _generation=generation):
+                if not self.is_current(_generation):
+                    raise Cancelled
+                if self.on_progress is not None:
+                    self.on_progress(float(fraction), message)
+
+            try:
+                progress(0.0, "starting")
+                result = self.compute(settings, progress)
+                self.stats["computed"] += 1
+                self.cache.put(result, "computed")
+                self._deliver(generation, result, "computed", time.perf_counter() - requested_at)
+            except Cancelled:
+                self.stats["cancelled"] += 1
+            except Exception as err:  # shown in the app as a message; the worker keeps serving
+                if self.is_current(generation):
+                    self._error(f"{type(err).__name__}: {err}")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+# ----------------------------------------------------------------------------------------------- views
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+def curve_png(result: DriftResult, width: float = 5.0, height: float = 2.8) -> bytes:
+    """Per-frame normalised identity with the ceiling (1) and floor (0) drawn and cuts marked, as PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_subplot()
+    y = np.asarray(result.normalised, dtype=float)
+    ax.axhspan(-0.5, 0.0, color="0.92")
+    ax.axhline(1.0, color="tab:green", lw=1, ls="--", label="ceiling (real frames)")
+    ax.axhline(0.0, color="tab:red", lw=1, ls="--", label="floor (strangers)")
+    for i, c in enumerate(result.cuts):
+        ax.axvline(c - 0.5, color="0.5", lw=0.8, ls=":", label="cut / new chunk" if i == 0 else None)
+    ax.plot(np.arange(len(y)), y, "o-", ms=3, color="tab:blue", label="generated")
+    ax.set_ylim(min(-0.3, float(np.nanmin(y)) - 0.1) if len(y) else -0.3,
+                max(1.3, float(np.nanmax(y)) + 0.1) if len(y) else 1.3)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("normalised identity")
+    s = result.settings
+    ax.set_title(f"{s.strategy}, strength {s.identity_strength:g}, {s.num_references} refs", fontsize=9)
+    ax.legend(fontsize=6, loc="lower left", ncol=2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def projection_png(result: DriftResult, width: float = 3.4, height: float = 2.8) -> bytes:
+    """2-D projection of frame embeddings (coloured by time) around the reference cluster, as PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_subplot()
+    if len(result.others_xy):
+        ax.scatter(*np.asarray(result.others_xy).T, s=10, c="0.75", label="other identities")
+    xy = np.asarray(result.frame_xy)
+    ax.plot(*xy.T, "-", color="0.6", lw=0.6)
+    points = ax.scatter(*xy.T, s=14, c=np.arange(len(xy)), cmap="viridis", label="frames (time)")
+    ax.scatter(*np.asarray(result.reference_xy).T, s=70, marker="*", c="tab:red", label="references")
+    fig.colorbar(points, ax=ax, label="frame", fraction=0.05)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("recognizer embeddings (PCA)", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _strip_png(images: np.ndarray, scale: int = 2) -> bytes:
+    from PIL import Image
+
+    images = np.asarray(images)
+    strip = np.concatenate(list(images), axis=1) if len(images) else np.zeros((8, 8, 3), np.uint8)
+    img = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gif(frames: np.ndarray, fps: int = 6, scale: int = 4) -> bytes:
+    from PIL import Image
+
+    pics = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
+    buf = io.BytesIO()
+    pics[0].save(buf, format="GIF", save_all=True, append_images=pics[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+_FIGURE_LABELS = {
+    "mean": "mean normalised identity",
+    "first_chunk": "first chunk",
+    "last_chunk": "last chunk",
+    "drift": "drift (first - last chunk)",
+    "below_floor": "frames below the floor",
+    "variety": "variety (1 - mean frame-to-frame cos)",
+}
+
+
+def figures_html(result: DriftResult, source: str, seconds: float) -> str:
+    """The headline figures as HTML; each value sits in an element with a stable id for the browser test."""
+    rows = []
+    for key, label in _FIGURE_LABELS.items():
+        value = result.figures.get(key)
+        if value is None:
+            continue
+        text = f"{100 * value:.0f}%" if key == "below_floor" else f"{value:.3f}"
+        rows.append(f"<tr><td>{label}</td><td><b id='driftlab-{key.replace('_', '-')}'>{text}</b></td></tr>")
+    s = result.settings
+    setting = html.escape(f"{s.strategy} | strength {s.identity_strength:g} | {s.num_references} refs "
+                          f"({s.reference_quality}) | {s.num_chunks} chunks | seed {s.seed} | id {s.identity}")
+    return (f"<div id='driftlab-figures'><div id='driftlab-setting' style='font-size:90%'>{setting}</div>"
+            f"<table>{''.join(rows)}</table>"
+            f"<div id='driftlab-source' style='font-size:85%;color:#555'>{source} in {seconds:.2f} s</div></div>")
+
+
+# ------------------------------------------------------------------------------------------------- app
+class DriftLab:
+    """The interactive drift lab. ``DriftLab().show()`` (or just ``DriftLab()`` as a cell's last line).
+
+    ``compute(settings, progress) -> DriftResult`` defaults to :func:`labkit.drift.compute_drift` (the
+    real generator and metrics); tests pass a small fake. ``precomputed=True`` preloads the shipped sweep.
+    ``lab.set(identity_strength=0.5, strategy="keyframe")`` moves controls from code; ``lab.wait()`` blocks
+    until the view shows the latest setting.
+    """
+
+    def __init__(self, compute=None, settings: DriftSettings | None = None, precomputed: bool = True,
+                 cache: ResultCache | None = None, autostart: bool = True):
+        import ipywidgets as W
+
+        if compute is None:
+            from labkit.drift import compute_drift as compute
+        self.cache = cache if cache is not None else ResultCache()
+        if precomputed and compute is not None and getattr(compute, "load_precomputed", None):
+            compute.load_precomputed(self.cache)
+        s = settings or DriftSettings()
+        wide = {"description_width": "120px"}
+        self.controls = {
+            "identity_strength": W.FloatSlider(value=s.identity_strength, min=0.0, max=1.5, step=0.05,
+                                               description="identity_strength", continuous_update=False,
+                                               style=wide),
+            "num_references": W.IntText(value=s.num_references, description="references (1-5)", style=wide),
+            "reference_quality": W.Dropdown(options=list(REFERENCE_QUALITIES), value=s.reference_quality,
+                                            description="reference quality", style=wide),
+            "strategy": W.Dropdown(options=list(STRATEGIES), value=s.strategy, description="strategy", style=wide),
+            "num_chunks": W.IntSlider(value=s.num_chunks, min=1, max=MAX_CHUNKS, description="length (chunks)",
+                                      continuous_update=False, style=wide),
+            "seed": W.IntText(value=s.seed, description="seed", style=wide),
+            "identity": W.IntText(value=s.identity, description=f"held-out id (0-{NUM_HELDOUT - 1})", style=wide),
+        }
+        img = {"layout": W.Layout(object_fit="contain")}
+        self.references_view = W.Image(format="png", **img)
+        self.video_view = W.Image(format="gif", **img)
+        self.curve_view = W.Image(format="png", **img)
+        self.projection_view = W.Image(format="png", **img)
+        for name, view in [("references", self.references_view), ("video", self.video_view),
+                           ("curve", self.curve_view), ("projection", self.projection_view)]:
+            view.add_class(f"driftlab-{name}")
+        self.figures_view = W.HTML("<div id='driftlab-figures'>waiting for the first result...</div>")
+        self.status = W.HTML("<span id='driftlab-status'>ready</span>")
+        self.message = W.HTML("<div id='driftlab-message'></div>")
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout=W.Layout(width="200px"))
+        self.shown: DriftResult | None = None
+        self.history: list[tuple[str, float]] = []      # (source, seconds) of every update shown
+        self._lock = threading.Lock()
+        self.worker = LatestWorker(compute, self._show, self._on_progress, self._on_error, self.cache)
+        for w in self.controls.values():
+            w.observe(self._on_change, names="value")
+        left = W.VBox([self.controls[k] for k in ("identity_strength", "strategy", "num_references",
+                                                  "reference_quality")])
+        right = W.VBox([self.controls[k] for k in ("num_chunks", "seed", "identity")]
+                       + [W.HBox([self.progress, self.status])])
+        refs = W.VBox([W.HTML("<b>references</b>"), self.references_view])
+        video = W.VBox([W.HTML("<b>generated video</b>"), self.video_view])
+        self.widget = W.VBox([W.HBox([left, right]), self.message, W.HBox([refs, video]),
+                              W.HBox([self.curve_view, self.projection_view]), self.figures_view])
+        self.widget.add_class("driftlab")
+        if autostart:
+            self.request()
+
+    # controls -> settings
+    def settings(self) -> DriftSettings:
+        """The setting the controls show now (not yet validated)."""
+        return DriftSettings(**{k: w.value for k, w in self.controls.items()})
+
+    def set(self, **values) -> None:
+        """Move several controls at once from code; computes once, for the final combination."""
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise TypeError(f"unknown DriftLab controls {sorted(unknown)}; known: {sorted(self.controls)}")
+        self._batch = True
+        try:
+            for k, v in values.items():
+                self.controls[k].value = v
+        finally:
+            self._batch = False
+        self.request()
+
+    _batch = False
+
+    def _on_change(self, change):
+        if not self._batch:
+            self.request()
+
+    def request(self, settings: DriftSettings | None = None) -> str:
+        """Validate and ask the worker for a setting. Returns "cache", "queued" or "invalid"."""
+        settings, messages = validate_settings(settings or self.settings())
+        self._set_message(messages, error=settings is None)
+        if settings is None:
+            self.status.value = "<span id='driftlab-status'>not computed: fix the input</span>"
+            return "invalid"
+        self.status.value = "<span id='driftlab-status'>generating...</span>"
+        self.progress.value = 0.0
+        return self.worker.request(settings)
+
+    def wait(self, timeout: float = 120.0) -> DriftResult | None:
+        """Block until the latest request is shown (or failed); returns what the view shows."""
+        self.worker.wait_idle(timeout)
+        return self.shown
+
+    def close(self) -> None:
+        self.worker.close()
+        self.widget.close()
+
+    # worker callbacks (worker thread or the kernel's thread; they only set widget traits)
+    def _set_message(self, messages, error=False):
+        color = "#b00020" if error else "#8a6d00"
+        text = "<br>".join(html.escape(m) for m in messages)
+        self.message.value = (f"<div id='driftlab-message' style='color:{color}'>{text}</div>" if messages
+                              else "<div id='driftlab-message'></div>")
+
+    def _on_progress(self, fraction, message):
+        self.progress.value = min(max(fraction, 0.0), 1.0)
+        self.status.value = f"<span id='driftlab-status'>generating {100 * fraction:.0f}% {html.escape(message)}</span>"
+
+    def _on_error(self, message):
+        self._set_message([f"generation failed: {message}"], error=True)
+        self.status.value = "<span id='driftlab-status'>failed</span>"
+
+    def _show(self, result: DriftResult, source: str, seconds: float):
+        with self._lock:
+            self.references_view.value = _strip_png(result.references)
+            self.video_view.value = _gif(result.frames)
+            self.curve_view.value = curve_png(result)
+            self.projection_view.value = projection_png(result)
+            self.figures_view.value = figures_html(result, source, seconds)
+            self.progress.value = 1.0
+            self.status.value = f"<span id='driftlab-status'>shown ({source})</span>"
+            self.shown = result
+            self.history.append((source, seconds))
+
+    def show(self):
+        from IPython.display import display
+
+        display(self.widget)
+        return self
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,180 @@
+"""The drift lab stays responsive and never shows a traceback: cache, latest-only worker, input checks.
+
+These tests drive :class:`labkit.widgets.DriftLab` with a small fake compute function (so they run in a few
+seconds and test the machinery, not the model). The real compute function is tested in test_drift.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from labkit.widgets import DriftLab, DriftResult, DriftSettings, LatestWorker, ResultCache, validate_settings
+
+
+class FakeCompute:
+    """``(settings, progress) -> DriftResult`` whose curve encodes the setting; counts calls; can be slowed."""
+
+    def __init__(self, steps: int = 5, step_seconds: float = 0.0):
+        self.steps, self.step_seconds = steps, step_seconds
+        self.calls: list[DriftSettings] = []
+        self.started = threading.Event()
+
+    def __call__(self, settings: DriftSettings, progress) -> DriftResult:
+        self.calls.append(settings)
+        self.started.set()
+        for i in range(self.steps):
+            time.sleep(self.step_seconds)
+            progress((i + 1) / self.steps, f"step {i + 1}")
+        frames = settings.num_chunks * 4
+        level = settings.identity_strength / 1.5
+        rng = np.random.default_rng(settings.seed)
+        return DriftResult(
+            settings=settings,
+            frames=rng.integers(0, 255, (frames, 8, 8, 3), dtype=np.uint8),
+            references=rng.integers(0, 255, (settings.num_references, 8, 8, 3), dtype=np.uint8),
+            normalised=np.full(frames, level, np.float32),
+            cuts=list(range(4, frames, 4)),
+            frame_xy=rng.normal(size=(frames, 2)), reference_xy=rng.normal(size=(settings.num_references, 2)),
+            others_xy=rng.normal(size=(5, 2)),
+            figures={"mean": level, "first_chunk": level, "last_chunk": level, "drift": 0.0,
+                     "below_floor": 0.0, "variety": 0.1},
+        )
+
+
+def _lab(fake, **kw):
+    return DriftLab(compute=fake, precomputed=False, **kw)
+
+
+def test_cached_setting_comes_back_without_recomputing():
+    fake = FakeCompute()
+    lab = _lab(fake)
+    lab.wait(10)
+    lab.set(identity_strength=0.5)
+    lab.wait(10)
+    assert len(fake.calls) == 2
+    start = time.perf_counter()
+    assert lab.request(DriftSettings(identity_strength=0.8)) == "cache"
+    took = time.perf_counter() - start
+    lab.wait(10)
+    assert len(fake.calls) == 2, "a setting already computed must not be computed again"
+    assert lab.shown.settings.identity_strength == 0.8
+    assert lab.history[-1][0] == "cache" and took < 1.0
+    assert "driftlab-mean" in lab.figures_view.value
+    lab.close()
+
+
+def test_result_finishing_after_the_settings_changed_is_dropped_not_shown():
+    fake = FakeCompute(steps=0)
+    gate = threading.Event()
+    slow_settings = DriftSettings(identity_strength=1.0)
+
+    def compute(settings, progress):
+        if settings == slow_settings:
+            gate.wait(10)  # no progress checkpoint while waiting: the result arrives after the change
+        return fake(settings, progress)
+
+    shown = []
+    worker = LatestWorker(compute, on_result=lambda r, s, t: shown.append(r.settings))
+    worker.request(slow_settings)
+    time.sleep(0.2)
+    worker.request(DriftSettings(identity_strength=0.3))
+    gate.set()
+    assert worker.wait_idle(10)
+    assert shown == [DriftSettings(identity_strength=0.3)], "the stale result must never reach the view"
+    assert worker.stats["dropped"] == 1
+    assert slow_settings in worker.cache, "a finished stale result is still worth caching"
+    worker.close()
+
+
+def test_a_newer_request_cancels_the_running_computation_at_its_next_checkpoint():
+    fake = FakeCompute(steps=50, step_seconds=0.02)
+    shown = []
+    worker = LatestWorker(fake, on_result=lambda r, s, t: shown.append(r.settings))
+    worker.request(DriftSettings(seed=1))
+    assert fake.started.wait(5)
+    worker.request(DriftSettings(seed=2))
+    assert worker.wait_idle(10)
+    assert worker.stats["cancelled"] == 1
+    assert shown == [DriftSettings(seed=2)]
+    worker.close()
+
+
+@pytest.mark.parametrize("bad, expect", [
+    ({"num_references": 0}, "number of references must be 1..5, got 0"),
+    ({"num_references": -3}, "got -3"),
+    ({"identity": 99}, "held-out identity must be 0..19, got 99"),
+    ({"identity": -1}, "got -1"),
+    ({"strategy": "magic"}, "strategy must be one of"),
+])
+def test_bad_input_gives_a_visible_message_and_keeps_the_last_result(bad, expect):
+    fake = FakeCompute()
+    lab = _lab(fake)
+    lab.wait(10)
+    before = lab.shown
+    if "strategy" in bad:  # a Dropdown refuses unknown values, so this reaches the lab from code
+        assert lab.request(DriftSettings(**bad)) == "invalid"
+    else:
+        lab.set(**bad)
+    lab.wait(10)
+    assert expect in lab.message.value
+    assert "driftlab-message" in lab.message.value
+    assert lab.shown is before and len(fake.calls) == 1
+    lab.set(num_references=3, identity=0)
+    assert lab.message.value.count("must") == 0, "fixing the input clears the message"
+    lab.close()
+
+
+def test_identity_strength_out_of_range_is_clipped_with_a_message():
+    settings, messages = validate_settings(DriftSettings(identity_strength=2.0))
+    assert settings.identity_strength == 1.5 and "clipped" in messages[0]
+    assert validate_settings(DriftSettings(identity_strength=float("nan")))[0] is None
+
+
+def test_a_failing_computation_shows_a_message_and_the_lab_keeps_working():
+    fake = FakeCompute()
+
+    def compute(settings, progress):
+        if settings.seed == 13:
+            raise RuntimeError("out of memory")
+        return fake(settings, progress)
+
+    lab = _lab(compute)
+    lab.wait(10)
+    lab.set(seed=13)
+    lab.wait(10)
+    assert "generation failed: RuntimeError: out of memory" in lab.message.value
+    lab.set(seed=14)
+    lab.wait(10)
+    assert lab.shown.settings.seed == 14
+    lab.close()
+
+
+def test_dragging_sliders_quickly_and_switching_strategy_mid_generation_ends_in_the_latest_setting():
+    fake = FakeCompute(steps=10, step_seconds=0.01)
+    lab = _lab(fake)
+    for i in range(31):  # a drag: every intermediate value fires, faster than the fake can compute
+        lab.controls["identity_strength"].value = round(0.05 * i, 2)
+        if i % 10 == 5:
+            lab.controls["strategy"].value = ["implicit", "keyframe", "explicit"][i // 10]
+    lab.set(strategy="face-aware", identity_strength=0.75)
+    lab.wait(20)
+    assert lab.shown.settings == DriftSettings(identity_strength=0.75, strategy="face-aware")
+    assert "driftlab-mean" in lab.figures_view.value and "0.500" in lab.figures_view.value
+    assert len(fake.calls) < 20, f"stale settings should be skipped, computed {len(fake.calls)}"
+    assert lab.worker.stats["errors"] == 0
+    lab.close()
+
+
+def test_cache_is_bounded_and_evicts_the_least_recently_used():
+    fake = FakeCompute(steps=0)
+    cache = ResultCache(max_items=2)
+    a, b, c = (fake(DriftSettings(seed=i), lambda *a: None) for i in range(3))
+    cache.put(a)
+    cache.put(b)
+    cache.get(a.settings)
+    cache.put(c)
+    assert a.settings in cache and c.settings in cache and b.settings not in cache
