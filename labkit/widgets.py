@@ -14,8 +14,9 @@ app stays responsive on a 2-core CPU because of three pieces that are independen
 
 Views are plain ``widgets.Image`` (PNG/GIF bytes drawn off-screen with matplotlib's ``Figure``, which is safe
 to use from a thread) and ``widgets.HTML`` readouts with fixed element ids (``driftlab-mean`` ...) that the
-browser test reads. The real compute function, :func:`compute_drift`, lives in :mod:`labkit.drift` and runs
-the issue-5 generator and metrics. ``python -m labkit.widgets precompute`` rebuilds the shipped sweep.
+browser test reads. The real compute function, :func:`compute_drift`, runs the shipped
+``ReferenceConditionedGenerator`` and :mod:`labkit.metrics` (the end of this file).
+``python -m labkit.widgets precompute`` rebuilds the shipped sweep.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ __all__ = [
     "validate_settings", "ResultCache", "LatestWorker", "DriftLab", "curve_png", "projection_png",
 ]
 
-#: The four consistency strategies of the generator (DESIGN.md, "Four strategies, one benchmark").
-STRATEGIES = ("implicit", "keyframe", "explicit", "face-aware")
+#: The four consistency strategies, named as ``labkit.pipeline.STRATEGIES`` (not imported: it pulls diffusers).
+STRATEGIES = ("implicit", "keyframe", "explicit", "face_aware")
+#: What each strategy mirrors, for labels (the seed article's comparison table).
+STRATEGY_LABELS = {"implicit": "implicit (Sora 2)", "keyframe": "keyframe (Veo 3)",
+                   "explicit": "explicit (Gen-4.5)", "face_aware": "face-aware (Kling 1.6)"}
 #: Reference degradations: name -> (Gaussian noise std in [-1, 1] units, Gaussian blur sigma in pixels).
 REFERENCE_QUALITIES = {"clean": (0.0, 0.0), "noisy": (0.25, 0.0), "very noisy": (0.5, 0.0),
                        "blurred": (0.0, 1.0), "very blurred": (0.0, 2.0)}
@@ -53,7 +57,7 @@ class DriftSettings:
     identity_strength: float = 0.8
     num_references: int = 3
     reference_quality: str = "clean"
-    strategy: str = "face-aware"
+    strategy: str = "face_aware"
     num_chunks: int = 2
     seed: int = 0
     identity: int = 0
@@ -358,7 +362,7 @@ _FIGURE_LABELS = {
     "last_chunk": "last chunk",
     "drift": "drift (first - last chunk)",
     "below_floor": "frames below the floor",
-    "variety": "variety (1 - mean frame-to-frame cos)",
+    "variety": "variety (mean pixel change within a shot)",
 }
 
 
@@ -383,7 +387,7 @@ def figures_html(result: DriftResult, source: str, seconds: float) -> str:
 class DriftLab:
     """The interactive drift lab. ``DriftLab().show()`` (or just ``DriftLab()`` as a cell's last line).
 
-    ``compute(settings, progress) -> DriftResult`` defaults to :func:`labkit.drift.compute_drift` (the
+    ``compute(settings, progress) -> DriftResult`` defaults to :func:`compute_drift` (the
     real generator and metrics); tests pass a small fake. ``precomputed=True`` preloads the shipped sweep.
     ``lab.set(identity_strength=0.5, strategy="keyframe")`` moves controls from code; ``lab.wait()`` blocks
     until the view shows the latest setting.
@@ -394,7 +398,7 @@ class DriftLab:
         import ipywidgets as W
 
         if compute is None:
-            from labkit.drift import compute_drift as compute
+            compute = compute_drift
         self.cache = cache if cache is not None else ResultCache()
         if precomputed and compute is not None and getattr(compute, "load_precomputed", None):
             compute.load_precomputed(self.cache)
@@ -407,7 +411,8 @@ class DriftLab:
             "num_references": W.IntText(value=s.num_references, description="references (1-5)", style=wide),
             "reference_quality": W.Dropdown(options=list(REFERENCE_QUALITIES), value=s.reference_quality,
                                             description="reference quality", style=wide),
-            "strategy": W.Dropdown(options=list(STRATEGIES), value=s.strategy, description="strategy", style=wide),
+            "strategy": W.Dropdown(options=[(STRATEGY_LABELS[k], k) for k in STRATEGIES], value=s.strategy,
+                                   description="strategy", style=wide),
             "num_chunks": W.IntSlider(value=s.num_chunks, min=1, max=MAX_CHUNKS, description="length (chunks)",
                                       continuous_update=False, style=wide),
             "seed": W.IntText(value=s.seed, description="seed", style=wide),
@@ -524,3 +529,256 @@ class DriftLab:
         from IPython.display import display
 
         display(self.widget)
+
+
+# --------------------------------------------------------------------- the real computation behind the lab
+#: Denoising steps per chunk in the lab (the precomputed sweep records it and is ignored if it differs).
+INFERENCE_STEPS = 20
+#: Given frames per continuation chunk (the previous chunk's last ones).
+CONTEXT_FRAMES = 2
+#: Clean renders of the identity that every video is *scored* against (fixed, whatever the settings).
+SCORING_REFERENCES = 5
+#: Shipped sweep: every strategy x identity_strength (step 0.05) at the default other settings.
+SWEEP_FILE = "drift_sweep.npz"
+
+
+def frames_for_chunks(num_chunks: int, max_frames: int = 8, context_frames: int = CONTEXT_FRAMES) -> int:
+    """Frames in a video of ``num_chunks`` model calls: the first gives max_frames - 1 new frames after the
+    keyframe, every later one max_frames - context_frames."""
+    return (max_frames - 1) + (num_chunks - 1) * (max_frames - context_frames)
+
+
+def degrade(images, quality: str, seed: int = 0):
+    """Apply a reference quality (a key of REFERENCE_QUALITIES) to images (N, 3, H, W) in [-1, 1]."""
+    import torch
+    from torchvision.transforms.functional import gaussian_blur
+
+    noise, blur = REFERENCE_QUALITIES[quality]
+    out = images
+    if blur > 0:
+        k = 2 * int(np.ceil(3 * blur)) + 1
+        out = gaussian_blur(out, kernel_size=[k, k], sigma=[blur, blur])
+    if noise > 0:
+        gen = torch.Generator().manual_seed(10_000 + seed)
+        out = out + noise * torch.randn(out.shape, generator=gen)
+    return out.clamp(-1, 1)
+
+
+class DriftEngine:
+    """The shipped generator, the recognizer and the measured ceiling/floor, loaded once and shared.
+
+    ``engine(settings, progress)`` generates the video for one :class:`DriftSettings` with
+    ``ReferenceConditionedGenerator.generate`` and measures it with :mod:`labkit.metrics`. One generation
+    runs at a time (a lock), so the lab's worker and a notebook cell can share the engine.
+    """
+
+    def __init__(self, device=None, steps: int = INFERENCE_STEPS):
+        import torch
+
+        from labkit.common import get_device
+        from labkit.metrics import embed_frames, identity_levels
+        from labkit.pipeline import ReferenceConditionedGenerator
+        from labkit.synthfaces import test_ids
+
+        self.device = device or get_device()
+        self.pipe = ReferenceConditionedGenerator.from_shipped(device=self.device)
+        self.recognizer = self.pipe.recognizer
+        self.size = self.pipe.model.config.sample_size
+        self.max_frames = self.pipe.model.config.max_frames
+        self.steps = steps
+        self.ids = test_ids(NUM_HELDOUT)
+        self.levels = identity_levels(self.recognizer, self.ids[:12], size=self.size, num_refs=SCORING_REFERENCES)
+        self._embed = embed_frames
+        self._identity_cache: dict = {}
+        self._lock = threading.Lock()
+        self._torch = torch
+
+    def identity(self, index: int) -> dict:
+        """Everything fixed for one held-out identity: references, layout, scoring embeddings, projection."""
+        if index in self._identity_cache:
+            return self._identity_cache[index]
+        from labkit.metrics import reference_embedding
+        from labkit.synthfaces import make_clip, make_clips
+
+        torch = self._torch
+        ident = int(self.ids[index])
+        n = frames_for_chunks(MAX_CHUNKS, self.max_frames)
+        given = make_clip(ident, num_frames=n, size=self.size, num_refs=MAX_REFERENCES,
+                          generator=torch.Generator().manual_seed(ident))
+        scoring = make_clip(ident, num_frames=16, size=self.size, num_refs=SCORING_REFERENCES, num_cuts=3,
+                            generator=torch.Generator().manual_seed(ident + 1))
+        others = [i for i in range(NUM_HELDOUT) if i != index][:12]
+        strangers = make_clips(self.ids[others], num_frames=1, size=self.size, num_refs=1,
+                               generator=torch.Generator().manual_seed(7))
+        ref_emb = self._embed(self.recognizer, scoring.references)                 # (R, 512)
+        real_emb = self._embed(self.recognizer, scoring.frames)                    # (16, 512)
+        other_emb = self._embed(self.recognizer, strangers.references[:, 0])       # (K, 512)
+        # A fixed 2-D basis per identity (PCA of its real frames and the strangers) keeps the picture still
+        # while the sliders move, so only the generated frames move in it.
+        basis_points = torch.cat([real_emb, other_emb]).numpy()
+        mean = basis_points.mean(0)
+        _, _, vt = np.linalg.svd(basis_points - mean, full_matrices=False)
+        item = {"references": given.references, "masks": given.masks, "ref_emb": ref_emb,
+                "ref_mean": reference_embedding(ref_emb[None]), "mean": mean, "basis": vt[:2].T,
+                "others_xy": (other_emb.numpy() - mean) @ vt[:2].T, "identity": ident}
+        self._identity_cache[index] = item
+        return item
+
+    def __call__(self, settings: DriftSettings, progress=None) -> DriftResult:
+        from labkit.common import to_uint8
+        from labkit.metrics import normalised_identity, reference_similarity, variety
+
+        torch = self._torch
+        start = time.perf_counter()
+        who = self.identity(settings.identity)
+        refs = degrade(who["references"][:settings.num_references], settings.reference_quality, settings.seed)
+        num_frames = frames_for_chunks(settings.num_chunks, self.max_frames)
+        total = settings.num_chunks * self.steps
+        hook = _ProgressHook(total, progress)
+        with self._lock:
+            self.pipe.progress_bar = lambda iterable=None, total=None: hook
+            try:
+                out = self.pipe.generate(reference_images=refs, num_frames=num_frames,
+                                         identity_strength=settings.identity_strength, strategy=settings.strategy,
+                                         generator=torch.Generator().manual_seed(settings.seed),
+                                         num_inference_steps=self.steps, face_masks=who["masks"][:num_frames],
+                                         context_frames=CONTEXT_FRAMES, check_faces=False, progress=True)
+            finally:
+                del self.pipe.progress_bar
+        frames = out.frames.cpu()                                                   # (1, F, 3, S, S)
+        emb = self._embed(self.recognizer, frames)                                  # (1, F, 512)
+        sim = reference_similarity(emb, who["ref_emb"][None])[0]
+        norm = normalised_identity(sim, self.levels["ceiling"], self.levels["floor"]).numpy()
+        starts = list(out.chunk_starts) + [len(norm)]
+        per_chunk = [float(norm[a:b].mean()) for a, b in zip(starts[:-1], starts[1:]) if b > a]
+        cuts = torch.nonzero(out.cuts[0]).flatten().tolist()
+        figures = {"mean": float(norm.mean()), "first_chunk": per_chunk[0], "last_chunk": per_chunk[-1],
+                   "drift": per_chunk[0] - per_chunk[-1], "below_floor": float((norm < 0).mean()),
+                   "variety": float(variety(frames, out.cuts).item())}
+        project = lambda e: (np.asarray(e, dtype=np.float64) - who["mean"]) @ who["basis"]
+        return DriftResult(
+            settings=settings, frames=to_uint8(frames[0]), references=to_uint8(refs), normalised=norm,
+            cuts=cuts, frame_xy=project(emb[0].numpy()), reference_xy=project(who["ref_emb"].numpy()),
+            others_xy=who["others_xy"], figures=figures, ceiling=self.levels["ceiling"],
+            floor=self.levels["floor"], seconds=time.perf_counter() - start, extra={"per_chunk": per_chunk})
+
+
+class _ProgressHook:
+    """Stands in for the pipeline's tqdm bar: every denoising step reports progress (and may cancel)."""
+
+    def __init__(self, total, progress):
+        self.total, self.done, self.progress = max(total, 1), 0, progress
+
+    def update(self, n=1):
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done / self.total, f"step {self.done}/{self.total}")
+
+    def close(self):
+        pass
+
+
+_ENGINE = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def get_engine() -> DriftEngine:
+    """The session's one :class:`DriftEngine` (created on first use: loads the checkpoint)."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            _ENGINE = DriftEngine()
+        return _ENGINE
+
+
+def compute_drift(settings: DriftSettings, progress=None) -> DriftResult:
+    """The lab's default compute function: the real generator and metrics for one setting."""
+    return get_engine()(settings, progress)
+
+
+# ----------------------------------------------------------------------------- precomputed sweep in data/
+_ARRAYS = ("frames", "references", "normalised", "frame_xy", "reference_xy", "others_xy")
+
+
+def save_results(results: list[DriftResult], path, meta: dict | None = None) -> None:
+    """Write results to one compressed npz: arrays per result plus a JSON index of settings and figures."""
+    import json
+
+    arrays, index = {}, []
+    for i, r in enumerate(results):
+        for name in _ARRAYS:
+            arrays[f"{i}_{name}"] = np.asarray(getattr(r, name))
+        index.append({"settings": dataclasses.asdict(r.settings), "cuts": [int(c) for c in r.cuts],
+                      "figures": r.figures, "ceiling": r.ceiling, "floor": r.floor, "seconds": r.seconds,
+                      "extra": r.extra})
+    arrays["index"] = np.array(json.dumps({"meta": meta or {}, "results": index}))
+    np.savez_compressed(path, **arrays)
+
+
+def load_results(path) -> tuple[list[DriftResult], dict]:
+    """Read what :func:`save_results` wrote: (results, meta)."""
+    import json
+
+    with np.load(path) as data:
+        index = json.loads(str(data["index"]))
+        results = []
+        for i, item in enumerate(index["results"]):
+            arrays = {name: data[f"{i}_{name}"] for name in _ARRAYS}
+            results.append(DriftResult(settings=DriftSettings(**item["settings"]), cuts=item["cuts"],
+                                       figures=item["figures"], ceiling=item["ceiling"], floor=item["floor"],
+                                       seconds=item["seconds"], extra=item.get("extra", {}), **arrays))
+    return results, index["meta"]
+
+
+def load_precomputed(cache: ResultCache, path=None) -> int:
+    """Put the shipped sweep into ``cache`` (source "precomputed"). Returns how many results were loaded."""
+    from labkit.common import data_path
+
+    path = path or data_path(SWEEP_FILE)
+    if not path.exists():
+        return 0
+    results, meta = load_results(path)
+    if meta.get("steps") != INFERENCE_STEPS:
+        return 0
+    for r in results:
+        cache.put(r, "precomputed")
+    return len(results)
+
+
+compute_drift.load_precomputed = load_precomputed
+
+
+def sweep_settings(strengths=None) -> list[DriftSettings]:
+    """The shipped sweep: every strategy at every slider position of identity_strength, defaults otherwise."""
+    strengths = strengths if strengths is not None else [round(0.05 * i, 2) for i in range(31)]
+    return [DriftSettings(identity_strength=s, strategy=k) for k in STRATEGIES for s in strengths]
+
+
+def precompute(path=None, strengths=None) -> list[DriftResult]:
+    """Compute the sweep with the shipped checkpoint and write it to ``data/drift_sweep.npz``."""
+    from tqdm.auto import tqdm
+
+    from labkit.common import data_path
+
+    engine = get_engine()
+    results = [engine(s) for s in tqdm(sweep_settings(strengths), desc="drift sweep")]
+    save_results(results, path or data_path(SWEEP_FILE), meta={"steps": INFERENCE_STEPS, "made_by":
+                 "python -m labkit.widgets precompute"})
+    return results
+
+
+def main(argv=None):
+    """``python -m labkit.widgets precompute [--out PATH]``: rebuild the shipped sweep (a few minutes)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=["precompute"])
+    parser.add_argument("--out", help="where to write the sweep (default data/drift_sweep.npz)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    results = precompute(args.out)
+    print(f"wrote {len(results)} settings in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

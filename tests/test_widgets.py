@@ -160,9 +160,9 @@ def test_dragging_sliders_quickly_and_switching_strategy_mid_generation_ends_in_
         lab.controls["identity_strength"].value = round(0.05 * i, 2)
         if i % 10 == 5:
             lab.controls["strategy"].value = ["implicit", "keyframe", "explicit"][i // 10]
-    lab.set(strategy="face-aware", identity_strength=0.75)
+    lab.set(strategy="face_aware", identity_strength=0.75)
     lab.wait(20)
-    assert lab.shown.settings == DriftSettings(identity_strength=0.75, strategy="face-aware")
+    assert lab.shown.settings == DriftSettings(identity_strength=0.75, strategy="face_aware")
     assert "driftlab-mean" in lab.figures_view.value and "0.500" in lab.figures_view.value
     assert len(fake.calls) < 20, f"stale settings should be skipped, computed {len(fake.calls)}"
     assert lab.worker.stats["errors"] == 0
