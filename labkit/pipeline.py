@@ -1,0 +1,312 @@
+"""Sampling: one denoising step, and the ReferenceConditionedGenerator pipeline with four strategies.
+
+:func:`denoise_step` is the article's "core problem" made runnable: a model predicts, a diffusers scheduler
+steps, and a stochastic scheduler (DDPM) draws fresh noise at every step, so two samples from the same
+start drift apart.
+
+:class:`ReferenceConditionedGenerator` is a diffusers ``DiffusionPipeline`` around
+:class:`labkit.model.IdentityVideoDiT`. ``generate`` encodes the reference faces with the frozen recognizer,
+averages them, turns them into identity tokens and denoises with DDIM, passing
+``cross_attention_kwargs={"identity_tokens": ..., "identity_strength": ...}``. Long videos are made chunk by
+chunk; each chunk continues from the last frames of the previous one, with a cut between chunks.
+
+The four strategies of the course, behind one argument (all start from the first reference as keyframe):
+
+=============  ==================================================================================
+implicit       temporal context only: each chunk sees the previous chunk's last frames (Sora-style)
+keyframe       keyframe anchoring: the keyframe is given again to every chunk (Veo-style)
+explicit       identity tokens from the references in every chunk (Gen-4-style)
+face_aware     identity tokens, with identity attention limited to the face masks (Kling-style)
+=============  ==================================================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+__all__ = ["denoise_step", "make_scheduler", "ReferenceConditionedGenerator", "GeneratorOutput",
+           "STRATEGIES", "centred_face_masks", "has_face"]
+
+STRATEGIES = ("implicit", "keyframe", "explicit", "face_aware")
+
+#: The noise schedule shared by training (DDPM) and sampling (DDIM); v-prediction suits few DDIM steps.
+SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                clip_sample=True, clip_sample_range=1.0)
+
+
+def make_scheduler(kind: str = "ddim", **overrides):
+    """The kit's noise schedule as a diffusers scheduler: "ddpm" (training, stochastic) or "ddim" (sampling)."""
+    cfg = {**SCHEDULE, **overrides}
+    if kind == "ddpm":
+        return DDPMScheduler(**cfg)
+    if kind == "ddim":
+        return DDIMScheduler(**cfg, timestep_spacing="trailing", set_alpha_to_one=True)
+    raise ValueError(f"scheduler kind must be 'ddpm' or 'ddim', got {kind!r}")
+
+
+def denoise_step(x_t: torch.Tensor, model, t, scheduler, generator: torch.Generator | None = None,
+                 model_kwargs: dict | None = None, eta: float | None = None) -> torch.Tensor:
+    """One reverse-diffusion step: the model predicts, the scheduler steps, x_t -> x_{t-1}.
+
+    x_t: noisy sample (any shape the model takes, e.g. (B, F, 3, H, W)). model: a callable returning a tensor
+    or an object with ``.sample`` (diffusers models). t: the current timestep from ``scheduler.timesteps``.
+    A DDPM scheduler adds fresh noise from ``generator`` at every step (this is where drift comes from);
+    DDIM with eta=0 is deterministic.
+    """
+    out = model(x_t, t, **(model_kwargs or {}))
+    prediction = out.sample if hasattr(out, "sample") else out
+    if prediction.shape != x_t.shape:
+        raise ValueError(f"model output {tuple(prediction.shape)} does not match x_t {tuple(x_t.shape)}")
+    params = inspect.signature(scheduler.step).parameters
+    kwargs = {"generator": generator} if "generator" in params else {}
+    if eta is not None and "eta" in params:
+        kwargs["eta"] = eta
+    return scheduler.step(prediction, t, x_t, **kwargs).prev_sample
+
+
+def centred_face_masks(num_frames: int, size: int = 32, radius: float = 0.36) -> torch.Tensor:
+    """A default layout: a centred ellipse face mask for every frame, (num_frames, size, size) in {0, 1}."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    mask = ((xx / (radius * 2)) ** 2 + ((yy - 0.05) / (radius * 2.4)) ** 2 <= 1).float()
+    return mask.expand(num_frames, size, size).clone()
+
+
+@torch.no_grad()
+def has_face(images: torch.Tensor, recognizer=None, min_contrast: float = 0.08) -> torch.Tensor:
+    """Is there a face to take an identity from? images (N, 3, H, W) in [-1, 1] -> bool (N,).
+
+    MTCNN (``labkit.faces.detect_faces``) finds real faces; the kit's cartoon faces are too small and
+    stylised for it, so an image also counts when its centre differs clearly from its border (a face on a
+    background). A blank, flat or pure-noise image fails both tests.
+    """
+    n, _, h, w = images.shape
+    centre = images[:, :, h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean(dim=(2, 3))
+    border = torch.cat([images[:, :, :h // 8].flatten(2), images[:, :, -h // 8:].flatten(2)], dim=2).mean(2)
+    structured = (centre - border).abs().max(dim=1).values > min_contrast
+    # Pure noise has contrast everywhere but no smooth structure: neighbouring pixels disagree.
+    smooth = (images[:, :, 1:] - images[:, :, :-1]).abs().mean(dim=(1, 2, 3)) < 0.25
+    found = structured & smooth
+    if not found.all():
+        try:
+            from labkit.faces import detect_faces
+
+            det = detect_faces(images[~found])
+            probs = torch.as_tensor([p is not None and float(max(p if hasattr(p, "__len__") else [p])) > 0.9
+                                     for p in det.probs])
+            found[~found.clone()] = probs
+        except Exception:  # noqa: BLE001 - MTCNN is a second chance only
+            pass
+    return found
+
+
+@dataclass
+class GeneratorOutput(BaseOutput):
+    """frames (B, F, 3, H, W) in [-1, 1]: the generated frames only (no given context);
+    cuts (B, F) bool: where a new shot starts; face_masks (B, F, H, W): the layout used;
+    chunk_starts: index of the first new frame of each chunk; strategy: the strategy used."""
+
+    frames: torch.Tensor
+    cuts: torch.Tensor
+    face_masks: torch.Tensor
+    chunk_starts: list
+    strategy: str
+
+
+class ReferenceConditionedGenerator(DiffusionPipeline):
+    """Reference images -> a long video of that face, with one of four consistency strategies.
+
+    Components: ``model`` (IdentityVideoDiT), ``scheduler`` (DDIM for sampling) and, unregistered,
+    ``recognizer`` (the frozen face recognizer, default the kit's synthfaces one).
+    """
+
+    model_cpu_offload_seq = "model"
+
+    def __init__(self, model, scheduler, recognizer=None):
+        super().__init__()
+        self.register_modules(model=model, scheduler=scheduler)
+        self._recognizer = recognizer
+
+    @classmethod
+    def from_shipped(cls, device=None, path=None) -> ReferenceConditionedGenerator:
+        """The shipped checkpoint (data/identity_video_dit), a DDIM scheduler and the synthfaces recognizer."""
+        from labkit.model import load_model
+
+        pipe = cls(load_model(path, device=device), make_scheduler("ddim"))
+        return pipe
+
+    @property
+    def recognizer(self):
+        if self._recognizer is None:
+            from labkit.faces import FaceRecognitionBackbone
+
+            self._recognizer = FaceRecognitionBackbone(device=self.model.device)
+        return self._recognizer
+
+    def _prepare_references(self, reference_images, check_faces: bool):
+        """(R, 3, H, W) or (B, R, 3, H, W) or (3, H, W) -> (B, R, 3, S, S) at the model's size."""
+        refs = reference_images
+        if not torch.is_tensor(refs):
+            raise TypeError(f"reference_images must be a tensor, got {type(refs).__name__}")
+        if refs.ndim == 3:
+            refs = refs[None, None]
+        elif refs.ndim == 4:
+            refs = refs[None]
+        if refs.ndim != 5 or refs.shape[2] != 3 or refs.shape[1] == 0:
+            raise ValueError("reference_images must be (3, H, W), (R, 3, H, W) or (B, R, 3, H, W) with R >= 1, "
+                             f"got shape {tuple(reference_images.shape)}")
+        b, r = refs.shape[:2]
+        size = self.model.config.sample_size
+        flat = refs.reshape(b * r, *refs.shape[2:]).float().to(self.model.device)
+        if flat.shape[-1] != size or flat.shape[-2] != size:
+            flat = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if check_faces:
+            found = has_face(flat.cpu())
+            if not found.all():
+                bad = torch.nonzero(~found).flatten().tolist()
+                raise ValueError(f"no detectable face in reference image(s) {bad} (flattened index over B*R = "
+                                 f"{b}*{r}); give a picture with a face on a background")
+        return flat.reshape(b, r, 3, size, size)
+
+    def _model_call(self, x, t, context, given, masks, cuts, tokens, strength, guidance):
+        kwargs = dict(context_frames=context, context_mask=given, cuts=cuts)
+        cond = self.model(x, t, face_masks=masks, cross_attention_kwargs={
+            "identity_tokens": tokens, "identity_strength": strength}, **kwargs).sample
+        if tokens is None or guidance == 1.0:
+            return cond
+        uncond = self.model(x, t, face_masks=None, **kwargs).sample
+        return uncond + guidance * (cond - uncond)
+
+    @torch.no_grad()
+    def generate(self, prompt: str | None = None, reference_images: torch.Tensor | None = None,
+                 num_frames: int = 16, identity_strength: float = 0.8, strategy: str = "explicit",
+                 generator: torch.Generator | None = None, num_inference_steps: int = 20,
+                 face_masks: torch.Tensor | None = None, layout: str = "centred", chunking: bool = True,
+                 context_frames: int = 2, cuts_between_chunks: bool = True, reanchor_every: int | None = None,
+                 identity_guidance: float = 1.0, check_faces: bool = True, progress: bool = True,
+                 output_type: str = "pt", return_dict: bool = True):
+        """Generate ``num_frames`` frames of the face in ``reference_images``.
+
+        prompt: kept for the diffusers-style signature; the lab model has no text encoder and ignores it.
+        reference_images: (R, 3, H, W) or (B, R, 3, H, W) in [-1, 1], any size (resized to the model's);
+            the first one is also the keyframe. R references are averaged into one identity.
+        identity_strength: scale of identity attention (0 = off). strategy: one of STRATEGIES.
+        face_masks: layout (F, H, W) or (B, F, H, W) at the model's size, e.g. from synthfaces; otherwise
+            ``layout="centred"`` puts an ellipse in the middle. Used by "face_aware" only.
+        chunking: False forbids chunks (then num_frames must fit in one model call).
+        context_frames: given frames per continuation chunk (the previous chunk's last ones; with keyframe
+            anchoring the keyframe takes one of these slots).
+        reanchor_every: also give the keyframe every n-th chunk, whatever the strategy.
+        identity_guidance: > 1 pushes the prediction away from the no-identity prediction (costs 2x).
+        Returns GeneratorOutput(frames (B, F, 3, H, W), cuts (B, F), face_masks, chunk_starts, strategy),
+        or a tuple (frames,) when return_dict is False; output_type "np" gives uint8 (B, F, H, W, 3).
+        """
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+        if reference_images is None:
+            raise ValueError("reference_images is required: (R, 3, H, W) or (B, R, 3, H, W)")
+        cfg = self.model.config
+        chunk_len = cfg.max_frames
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if not chunking and num_frames > chunk_len - 1:
+            raise ValueError(f"num_frames={num_frames} is beyond what the model makes in one call "
+                             f"({chunk_len - 1} new frames after the keyframe); pass chunking=True")
+        if not 1 <= context_frames < chunk_len:
+            raise ValueError(f"context_frames must be in 1..{chunk_len - 1}, got {context_frames}")
+        refs = self._prepare_references(reference_images, check_faces)
+        device, b, size = self.model.device, refs.shape[0], cfg.sample_size
+
+        use_tokens = strategy in ("explicit", "face_aware")
+        tokens = None
+        if use_tokens:
+            emb = self.recognizer(refs.reshape(-1, 3, size, size)).reshape(b, refs.shape[1], -1)
+            tokens = self.model.encode_identity(emb.to(device))
+        layout_masks = self._layout(face_masks, layout, b, num_frames, size, device)
+        keyframe = refs[:, 0]
+
+        outputs, cut_flags, chunk_starts, produced, chunk = [], [], [], 0, 0
+        num_chunks = self._count_chunks(num_frames, chunk_len, context_frames)
+        bar = self.progress_bar(total=num_chunks * num_inference_steps) if progress else None
+        while produced < num_frames:
+            anchor = chunk > 0 and (strategy == "keyframe" or bool(reanchor_every and chunk % reanchor_every == 0))
+            if chunk == 0:
+                given = [keyframe]
+            else:
+                last = torch.cat(outputs, dim=1)
+                prev = last[:, -(context_frames - 1):] if anchor else last[:, -context_frames:]
+                given = ([keyframe] if anchor else []) + list(prev.unbind(1))
+            k = len(given)
+            n_new = min(chunk_len - k, num_frames - produced)
+            f = k + n_new
+            ctx = torch.zeros(b, f, 3, size, size, device=device)
+            ctx[:, :k] = torch.stack(given, dim=1)
+            given_mask = torch.zeros(b, f, dtype=torch.bool, device=device)
+            given_mask[:, :k] = True
+            cuts = torch.zeros(b, f, dtype=torch.bool, device=device)
+            if chunk == 0 or cuts_between_chunks:
+                cuts[:, k] = True
+            if anchor and k > 1:
+                cuts[:, 1] = True  # the keyframe is a different shot from the previous chunk's frames
+            masks = None
+            if strategy == "face_aware":
+                new_masks = layout_masks[:, produced:produced + n_new]
+                masks = torch.cat([new_masks[:, :1].expand(b, k, size, size), new_masks], dim=1)
+            x = randn_tensor((b, f, 3, size, size), generator=generator, device=device)
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            for t in self.scheduler.timesteps:
+                pred = self._model_call(x, t, ctx, given_mask, masks, cuts, tokens, identity_strength,
+                                        identity_guidance)
+                x = self.scheduler.step(pred, t, x, generator=generator).prev_sample
+                if bar is not None:
+                    bar.update()
+            outputs.append(x[:, k:].clamp(-1, 1))
+            flags = cuts[:, k:].clone()
+            cut_flags.append(flags)
+            chunk_starts.append(produced)
+            produced += n_new
+            chunk += 1
+        if bar is not None:
+            bar.close()
+        frames = torch.cat(outputs, dim=1)
+        all_cuts = torch.cat(cut_flags, dim=1)
+        all_cuts[:, 0] = False  # frame 0 of the output starts the video, not a cut
+        if output_type == "np":
+            from labkit.common import to_uint8
+
+            frames = to_uint8(frames)
+        if not return_dict:
+            return (frames,)
+        return GeneratorOutput(frames=frames, cuts=all_cuts.cpu(), face_masks=layout_masks.cpu(),
+                               chunk_starts=chunk_starts, strategy=strategy)
+
+    __call__ = generate
+
+    @staticmethod
+    def _count_chunks(num_frames, chunk_len, context_frames):
+        first = chunk_len - 1
+        if num_frames <= first:
+            return 1
+        return 1 + -(-(num_frames - first) // (chunk_len - context_frames))
+
+    @staticmethod
+    def _layout(face_masks, layout, b, num_frames, size, device):
+        if face_masks is None:
+            if layout != "centred":
+                raise ValueError(f"layout must be 'centred' when no face_masks are given, got {layout!r}")
+            return centred_face_masks(num_frames, size)[None].expand(b, -1, -1, -1).to(device)
+        m = face_masks.float()
+        if m.ndim == 3:
+            m = m[None].expand(b, -1, -1, -1)
+        if m.ndim != 4 or m.shape[1] < num_frames:
+            raise ValueError(f"face_masks must be (F, H, W) or (B, F, H, W) with F >= num_frames={num_frames}, "
+                             f"got shape {tuple(face_masks.shape)}")
+        if m.shape[-1] != size:
+            m = F.interpolate(m, size=(size, size), mode="area")
+        return m[:, :num_frames].to(device)

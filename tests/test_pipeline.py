@@ -1,0 +1,120 @@
+"""denoise_step and ReferenceConditionedGenerator: determinism, drift, strategies, chunks, clear errors."""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from labkit.model import IdentityVideoDiT
+from labkit.pipeline import (
+    STRATEGIES,
+    ReferenceConditionedGenerator,
+    centred_face_masks,
+    denoise_step,
+    has_face,
+    make_scheduler,
+)
+
+
+class FakeRecognizer(nn.Module):
+    """A fixed random projection to 512-d unit vectors: fast, and different faces give different vectors."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.proj = nn.Linear(3 * 8 * 8, 512)
+
+    def forward(self, images):
+        small = nn.functional.interpolate(images, size=(8, 8), mode="area")
+        return nn.functional.normalize(self.proj(small.flatten(1)), dim=-1)
+
+
+def face_like(n=3, size=32, seed=0):
+    """Bright disc on a dark background, with a little texture: passes the face check."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    disc = ((xx**2 + yy**2) < 0.4).float()
+    img = -0.6 + 1.2 * disc[None, None].repeat(n, 3, 1, 1)
+    return (img + 0.05 * torch.randn(n, 3, size, size, generator=g)).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    model = IdentityVideoDiT(sample_size=16, max_frames=4, dim=32, depth=1, num_heads=2, identity_dim=32,
+                             num_identity_tokens=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return ReferenceConditionedGenerator(model.eval(), make_scheduler("ddim"), recognizer=FakeRecognizer())
+
+
+def gen(pipe, seed=0, **kw):
+    args = dict(reference_images=face_like(), num_frames=6, num_inference_steps=3, progress=False)
+    args.update(kw)
+    return pipe.generate(generator=torch.Generator().manual_seed(seed), **args)
+
+
+def test_denoise_step_ddpm_is_stochastic_ddim_is_not():
+    model = lambda x, t: 0.1 * x
+    x = torch.randn(1, 2, 3, 4, 4)
+    ddpm, ddim = make_scheduler("ddpm"), make_scheduler("ddim")
+    ddpm.set_timesteps(10)
+    ddim.set_timesteps(10)
+    t = ddpm.timesteps[0]
+    a = denoise_step(x, model, t, ddpm, generator=torch.Generator().manual_seed(1))
+    b = denoise_step(x, model, t, ddpm, generator=torch.Generator().manual_seed(2))
+    assert (a - b).abs().mean() > 1e-3
+    t = ddim.timesteps[0]
+    assert torch.equal(denoise_step(x, model, t, ddim), denoise_step(x, model, t, ddim))
+
+
+def test_same_seed_same_video_other_seed_differs(pipe):
+    a, b, c = gen(pipe, 0).frames, gen(pipe, 0).frames, gen(pipe, 1).frames
+    assert torch.equal(a, b)
+    assert (a - c).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_makes_a_long_chunked_video_with_cuts(pipe, strategy):
+    out = gen(pipe, strategy=strategy, num_frames=20)
+    assert out.frames.shape == (1, 20, 3, 16, 16)
+    assert out.frames.min() >= -1 and out.frames.max() <= 1
+    assert len(out.chunk_starts) >= 8
+    assert out.cuts[0, out.chunk_starts[1:]].all() and not out.cuts[0, 0]
+
+
+def test_strategies_and_strength_change_the_video(pipe):
+    implicit, explicit = gen(pipe, strategy="implicit").frames, gen(pipe, strategy="explicit").frames
+    assert (implicit - explicit).abs().mean() > 1e-3
+    zero = gen(pipe, strategy="explicit", identity_strength=0.0).frames
+    assert torch.allclose(zero, implicit, atol=1e-5)
+
+
+def test_identity_kwargs_reach_the_model_without_warnings(pipe, caplog):
+    with caplog.at_level(logging.WARNING):
+        gen(pipe, strategy="face_aware", identity_guidance=2.0)
+    assert not [r for r in caplog.records if "ignored" in r.getMessage()]
+
+
+def test_clear_errors(pipe):
+    with pytest.raises(ValueError, match="unknown strategy 'sora'"):
+        gen(pipe, strategy="sora")
+    with pytest.raises(ValueError, match="beyond what the model makes in one call"):
+        gen(pipe, num_frames=10, chunking=False)
+    with pytest.raises(ValueError, match="no detectable face"):
+        gen(pipe, reference_images=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(R, 3, H, W\)"):
+        gen(pipe, reference_images=torch.zeros(3, 32))
+
+
+def test_face_check_accepts_faces_and_rejects_blank_and_noise():
+    assert has_face(face_like(2)).all()
+    assert not has_face(torch.full((1, 3, 32, 32), 0.3)).any()
+    assert not has_face(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1).any()
+
+
+def test_centred_layout_is_a_centred_blob():
+    m = centred_face_masks(3, 32)
+    assert m.shape == (3, 32, 32) and m[:, 16, 16].eq(1).all() and m[:, 0, 0].eq(0).all()
