@@ -68,6 +68,8 @@ def crop_faces(images: torch.Tensor, masks: torch.Tensor, size: int | None = Non
 
 def _frozen_call(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Run the encoder with detached parameters: gradients reach the images, never the encoder."""
+    if not isinstance(encoder, nn.Module):
+        return encoder(images)
     params = {name: p.detach() for name, p in encoder.named_parameters()}
     if not params:
         return encoder(images)
