@@ -251,6 +251,18 @@ class LatestWorker:
             self.on_error(message)
 
     def _loop(self):
+        warm_up = getattr(self.compute, "warm_up", None)
+        if warm_up is not None:  # load the model now, so the first new setting doesn't pay for it
+            with self._cond:
+                self._busy = True
+            try:
+                warm_up()
+            except Exception as err:
+                self._error(f"could not load the generator: {type(err).__name__}: {err}")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
@@ -336,7 +348,7 @@ def projection_png(result: DriftResult, width: float = 3.4, height: float = 2.8)
     return _png(fig)
 
 
-def _strip_png(images: np.ndarray, scale: int = 2) -> bytes:
+def _strip_png(images: np.ndarray, scale: int = 3) -> bytes:
     from PIL import Image
 
     images = np.asarray(images)
@@ -442,8 +454,9 @@ class DriftLab:
                        + [W.HBox([self.progress, self.status])])
         refs = W.VBox([W.HTML("<b>references</b>"), self.references_view])
         video = W.VBox([W.HTML("<b>generated video</b>"), self.video_view])
-        self.widget = W.VBox([W.HBox([left, right]), self.message, W.HBox([refs, video]),
-                              W.HBox([self.curve_view, self.projection_view]), self.figures_view])
+        figures = W.VBox([W.HTML("<b>headline figures</b>"), self.figures_view])
+        self.widget = W.VBox([W.HBox([left, right]), self.message, W.HBox([refs, video, figures]),
+                              W.HBox([self.curve_view, self.projection_view])])
         self.widget.add_class("driftlab")
         if autostart:
             self.request()
@@ -519,11 +532,10 @@ class DriftLab:
             self.shown = result
             self.history.append((source, seconds))
 
-    def show(self):
+    def show(self) -> None:
         from IPython.display import display
 
         display(self.widget)
-        return self
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -746,6 +758,7 @@ def load_precomputed(cache: ResultCache, path=None) -> int:
 
 
 compute_drift.load_precomputed = load_precomputed
+compute_drift.warm_up = lambda: get_engine().identity(DriftSettings().identity)
 
 
 def sweep_settings(strengths=None) -> list[DriftSettings]:
