@@ -637,42 +637,63 @@ class DriftEngine:
         return item
 
     def __call__(self, settings: DriftSettings, progress=None) -> DriftResult:
+        """One video for one setting (what the lab shows)."""
+        return self.run(settings, progress=progress)[0]
+
+    def run(self, settings: DriftSettings, identities=None, progress=None, reanchor_every: int | None = None,
+            steps: int | None = None) -> list[DriftResult]:
+        """Videos of several held-out identities (indices; default ``settings.identity``) in one batch.
+
+        The batch shares the setting; its noise is drawn for the whole batch, so a video made in a batch
+        differs from the same setting made alone (both are fair samples). ``reanchor_every`` gives the
+        keyframe again every n-th chunk, whatever the strategy.
+        """
         from labkit.common import to_uint8
         from labkit.metrics import normalised_identity, reference_similarity, variety
 
         torch = self._torch
         start = time.perf_counter()
-        who = self.identity(settings.identity)
-        refs = degrade(who["references"][:settings.num_references], settings.reference_quality, settings.seed)
+        identities = [settings.identity] if identities is None else list(identities)
+        who = [self.identity(i) for i in identities]
+        refs = torch.stack([degrade(w["references"][:settings.num_references], settings.reference_quality,
+                                    settings.seed) for w in who])                  # (B, R, 3, S, S)
         num_frames = frames_for_chunks(settings.num_chunks, self.max_frames)
-        total = settings.num_chunks * self.steps
-        hook = _ProgressHook(total, progress)
+        steps = steps or self.steps
+        hook = _ProgressHook(settings.num_chunks * steps, progress)
         with self._lock:
             self.pipe.progress_bar = lambda iterable=None, total=None: hook
             try:
                 out = self.pipe.generate(reference_images=refs, num_frames=num_frames,
                                          identity_strength=settings.identity_strength, strategy=settings.strategy,
                                          generator=torch.Generator().manual_seed(settings.seed),
-                                         num_inference_steps=self.steps, face_masks=who["masks"][:num_frames],
-                                         context_frames=CONTEXT_FRAMES, check_faces=False, progress=True)
+                                         num_inference_steps=steps,
+                                         face_masks=torch.stack([w["masks"][:num_frames] for w in who]),
+                                         context_frames=CONTEXT_FRAMES, reanchor_every=reanchor_every,
+                                         check_faces=False, progress=True)
             finally:
                 del self.pipe.progress_bar
-        frames = out.frames.cpu()                                                   # (1, F, 3, S, S)
-        emb = self._embed(self.recognizer, frames)                                  # (1, F, 512)
-        sim = reference_similarity(emb, who["ref_emb"][None])[0]
+        frames = out.frames.cpu()                                                   # (B, F, 3, S, S)
+        emb = self._embed(self.recognizer, frames)                                  # (B, F, 512)
+        sim = reference_similarity(emb, torch.stack([w["ref_emb"] for w in who]))   # (B, F)
         norm = normalised_identity(sim, self.levels["ceiling"], self.levels["floor"]).numpy()
-        starts = list(out.chunk_starts) + [len(norm)]
-        per_chunk = [float(norm[a:b].mean()) for a, b in zip(starts[:-1], starts[1:]) if b > a]
-        cuts = torch.nonzero(out.cuts[0]).flatten().tolist()
-        figures = {"mean": float(norm.mean()), "first_chunk": per_chunk[0], "last_chunk": per_chunk[-1],
-                   "drift": per_chunk[0] - per_chunk[-1], "below_floor": float((norm < 0).mean()),
-                   "variety": float(variety(frames, out.cuts).item())}
-        project = lambda e: (np.asarray(e, dtype=np.float64) - who["mean"]) @ who["basis"]
-        return DriftResult(
-            settings=settings, frames=to_uint8(frames[0]), references=to_uint8(refs), normalised=norm,
-            cuts=cuts, frame_xy=project(emb[0].numpy()), reference_xy=project(who["ref_emb"].numpy()),
-            others_xy=who["others_xy"], figures=figures, ceiling=self.levels["ceiling"],
-            floor=self.levels["floor"], seconds=time.perf_counter() - start, extra={"per_chunk": per_chunk})
+        moving = variety(frames, out.cuts)
+        starts = list(out.chunk_starts) + [norm.shape[1]]
+        seconds = (time.perf_counter() - start) / len(who)
+        results = []
+        for b, (index, w) in enumerate(zip(identities, who)):
+            per_chunk = [float(norm[b, i:j].mean()) for i, j in zip(starts[:-1], starts[1:]) if j > i]
+            figures = {"mean": float(norm[b].mean()), "first_chunk": per_chunk[0], "last_chunk": per_chunk[-1],
+                       "drift": per_chunk[0] - per_chunk[-1], "below_floor": float((norm[b] < 0).mean()),
+                       "variety": float(moving[b])}
+            project = lambda e, w=w: (np.asarray(e, dtype=np.float64) - w["mean"]) @ w["basis"]
+            results.append(DriftResult(
+                settings=settings.replace(identity=index), frames=to_uint8(frames[b]), references=to_uint8(refs[b]),
+                normalised=norm[b], cuts=torch.nonzero(out.cuts[b]).flatten().tolist(),
+                frame_xy=project(emb[b].numpy()), reference_xy=project(w["ref_emb"].numpy()),
+                others_xy=w["others_xy"], figures=figures, ceiling=self.levels["ceiling"],
+                floor=self.levels["floor"], seconds=seconds,
+                extra={"per_chunk": per_chunk, "chunk_starts": list(out.chunk_starts)}))
+        return results
 
 
 class _ProgressHook:
