@@ -58,6 +58,14 @@ def data_path(name: str = "") -> Path:
     return Path(str(files("labkit.data"))) / name
 
 
+def figure_path(name: str) -> Path:
+    """Where a notebook or benchmark saves a figure: outputs/figures/<name> (git ignores outputs/)."""
+    root = Path(os.environ.get("LABKIT_OUTPUTS", Path(__file__).resolve().parent.parent / "outputs"))
+    path = root / "figures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def to_uint8(x) -> np.ndarray:
     """Images in [-1, 1] with layout (..., 3, H, W) (torch or numpy) -> uint8 array (..., H, W, 3)."""
     if hasattr(x, "detach"):
