@@ -677,11 +677,10 @@ class DriftEngine:
         sim = reference_similarity(emb, torch.stack([w["ref_emb"] for w in who]))   # (B, F)
         norm = normalised_identity(sim, self.levels["ceiling"], self.levels["floor"]).numpy()
         moving = variety(frames, out.cuts)
-        starts = list(out.chunk_starts) + [norm.shape[1]]
         seconds = (time.perf_counter() - start) / len(who)
         results = []
         for b, (index, w) in enumerate(zip(identities, who)):
-            per_chunk = [float(norm[b, i:j].mean()) for i, j in zip(starts[:-1], starts[1:]) if j > i]
+            per_chunk = chunk_means(norm[b:b + 1], out.chunk_starts)[0].tolist()
             figures = {"mean": float(norm[b].mean()), "first_chunk": per_chunk[0], "last_chunk": per_chunk[-1],
                        "drift": per_chunk[0] - per_chunk[-1], "below_floor": float((norm[b] < 0).mean()),
                        "variety": float(moving[b])}
@@ -694,6 +693,18 @@ class DriftEngine:
                 floor=self.levels["floor"], seconds=seconds,
                 extra={"per_chunk": per_chunk, "chunk_starts": list(out.chunk_starts)}))
         return results
+
+
+def chunk_means(scores, chunk_starts):
+    """Mean score of each chunk: scores (B, F) (numpy or torch), chunk_starts (first frame of each chunk,
+    increasing, starting at 0) -> (B, num_chunks) of the same kind. Empty chunks are left out."""
+    bounds = list(chunk_starts) + [scores.shape[1]]
+    means = [scores[:, a:b].mean(1) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    if isinstance(scores, np.ndarray):
+        return np.stack(means, 1)
+    import torch
+
+    return torch.stack(means, 1)
 
 
 class _ProgressHook:
