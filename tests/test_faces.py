@@ -1,0 +1,153 @@
+"""The face toolkit: MTCNN on a real photo, the frozen recognizers, their weights and their failure modes."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import faces, synthfaces
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()  # (512, 512, 3) uint8, one face
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return faces.FaceRecognitionBackbone("synthfaces")
+
+
+def test_mtcnn_finds_the_astronauts_face(astronaut):
+    det = faces.detect_faces(astronaut)
+    assert len(det) == 1 and det.messages == []
+    x1, y1, x2, y2 = det.boxes[0].tolist()
+    assert 150 < (x1 + x2) / 2 < 250 and 50 < (y1 + y2) / 2 < 150 and det.probs[0] > 0.99
+    assert det.crops.shape == (1, 3, 160, 160) and det.crops.min() >= -1 and det.crops.max() <= 1
+    assert det.masks.shape == (1, 512, 512) and det.masks[0].sum() == pytest.approx((x2 - x1) * (y2 - y1), rel=0.05)
+
+
+def test_blank_image_gives_an_empty_result_and_a_message():
+    with pytest.warns(UserWarning, match="no face found in image 0"):
+        det = faces.detect_faces(np.full((200, 200, 3), 128, np.uint8))
+    assert len(det) == 0 and det.boxes.shape == (0, 4) and det.crops.shape == (0, 3, 160, 160)
+    assert "no face found" in det.message
+
+
+def test_mixed_batch_keeps_the_face_and_reports_the_blank(astronaut):
+    blank = np.zeros_like(astronaut)
+    with pytest.warns(UserWarning, match="image 1 of 3"):
+        det = faces.detect_faces(np.stack([astronaut, blank, astronaut]))
+    assert det.image_index.tolist() == [0, 2] and len(det.messages) == 1
+
+
+def test_box_to_mask_uses_pixel_centres():
+    m = faces.box_to_mask([1.0, 2.0, 4.0, 3.0], 5, 6)
+    assert m.shape == (5, 6) and m.sum() == 3 and m[2, 1:4].tolist() == [1, 1, 1]
+    assert faces.box_to_mask(torch.tensor([[0, 0, 2, 2], [0, 0, 0, 0]]), 3, 3).sum(dim=(1, 2)).tolist() == [4, 0]
+    with pytest.raises(ValueError, match="x1, y1, x2, y2"):
+        faces.box_to_mask([1, 2, 3], 4, 4)
+
+
+def test_recognizer_is_frozen_eval_unit_norm_any_size(recognizer):
+    assert not recognizer.training and not any(p.requires_grad for p in recognizer.parameters())
+    recognizer.train()
+    assert not recognizer.training, "train() cannot switch the measuring instrument back to training"
+    for size in (32, 64, 100):
+        e = recognizer(torch.rand(2, 3, size, size) * 2 - 1)
+        assert e.shape == (2, 512) and torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-4)
+    x = (torch.rand(1, 3, 32, 32) * 2 - 1).requires_grad_()
+    recognizer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0, "gradients reach the input images"
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        recognizer(torch.rand(3, 32, 32))
+
+
+def test_same_identity_is_closer_than_different_identities(recognizer):
+    g = torch.Generator().manual_seed(0)
+    ids = synthfaces.test_ids(12).repeat_interleave(2)
+    for size in (64, 32):
+        imgs, _ = synthfaces.render_faces(ids, size, g)
+        with torch.no_grad():
+            e = recognizer(imgs).view(12, 2, -1)
+        same = (e[:, 0] * e[:, 1]).sum(-1)
+        sim = e[:, 0] @ e[:, 1].T
+        diff = sim[~torch.eye(12, dtype=torch.bool)]
+        assert same.mean() > diff.mean() + 0.4
+        assert (sim.argmax(1) == torch.arange(12)).float().mean() >= 0.9
+
+
+def test_verification_figures_on_held_out_identities(recognizer):
+    r = faces.verification_report(recognizer, size=32, num_identities=60, images_per_identity=3)
+    assert r["eer"] <= 0.05 and r["roc_auc"] > 0.98
+    assert r["ceiling"] > r["floor"] + 0.3 and r["ceiling_cut"] > r["floor_cut"] + 0.3
+    assert r["ceiling"] >= r["ceiling_cut"], "a cut changes more than a pose does"
+
+
+def test_cosine_similarity_matrix():
+    a, b = torch.randn(4, 8), torch.randn(3, 8)
+    ref = torch.nn.functional.cosine_similarity(a[:, None], b[None], dim=-1)
+    assert torch.allclose(faces.cosine_similarity_matrix(a, b), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="same D"):
+        faces.cosine_similarity_matrix(a, torch.randn(3, 5))
+
+
+def test_corrupt_weights_file_gives_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"this is not a weights file")
+    with pytest.raises(ValueError, match="could not read face-recognizer weights.*corrupt"):
+        faces.FaceRecognitionBackbone(bad)
+    pt = tmp_path / "bad.pt"
+    pt.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ValueError, match="could not read"):
+        faces.FaceRecognitionBackbone(pt)
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        faces.FaceRecognitionBackbone(tmp_path / "missing.pt")
+
+
+def test_local_synthfaces_weights_path(tmp_path, recognizer):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "copy.safetensors"
+    save_file({k: v.contiguous() for k, v in recognizer.net.state_dict().items()}, str(path))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(faces.FaceRecognitionBackbone(path)(x), recognizer(x), atol=1e-5)
+
+
+def test_vggface2_offline_error_is_fast_and_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(faces, "VGGFACE2_URL", "https://192.0.2.1/20180402-114759-vggface2.pt")  # unroutable
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="offline.*TORCH_HOME|weights="):
+        faces.FaceRecognitionBackbone("vggface2")
+    assert time.time() - t0 < 10
+
+
+def test_vggface2_loads_a_locally_made_weights_file_through_facenet(tmp_path, monkeypatch):
+    from facenet_pytorch import InceptionResnetV1
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    net = InceptionResnetV1(classify=True, num_classes=8631).eval()
+    cached = tmp_path / "checkpoints" / "20180402-114759-vggface2.pt"
+    cached.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), cached)
+    backbone = faces.FaceRecognitionBackbone("vggface2")
+    assert backbone.input_size == 160 and not any(p.requires_grad for p in backbone.parameters())
+    x = torch.rand(1, 3, 160, 160) * 2 - 1
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(net.eval()(x) if not net.classify else _embed(net, x), dim=-1)
+    assert torch.allclose(backbone(x), expected, atol=1e-4)
+    local = faces.FaceRecognitionBackbone(cached)  # the same file as a local path
+    assert torch.allclose(local(x), expected, atol=1e-4)
+
+
+def _embed(net, x):
+    net.classify = False
+    try:
+        return net(x)
+    finally:
+        net.classify = True
