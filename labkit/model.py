@@ -55,6 +55,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding of an (h, w) token grid -> (h*w, dim), as in MAE and DiT."""
+    h, w = grid
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    quarter = dim // 4
+    freqs = 1.0 / (10_000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    parts = []
+    for coord in (ys.flatten(), xs.flatten()):
+        args = coord[:, None] * freqs[None]
+        parts += [torch.sin(args), torch.cos(args)]
+    emb = torch.cat(parts, dim=1)
+    return F.pad(emb, (0, dim - emb.shape[1]))
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x (B, F, N, D) shifted and scaled per frame by (B, F, D)."""
     return x * (1 + scale[:, :, None]) + shift[:, :, None]
@@ -114,7 +129,9 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         num_patches = self.grid[0] * self.grid[1]
         # Per pixel: the noisy frame (3), the clean context frame or zeros (3) and the "given" flag (1).
         self.patch_embed = nn.Linear((2 * in_channels + 1) * patch_size ** 2, dim)
-        self.pos_embed = nn.Parameter(torch.randn(1, 1, num_patches, dim) * 0.02)
+        # Fixed 2-D sine-cosine positions (as DiT): a patch knows where it is from the first step, which
+        # matters when a CPU run is only a few thousand steps long. Frames get a learned embedding.
+        self.register_buffer("pos_embed", sincos_2d(self.grid, dim)[None, None], persistent=False)
         self.frame_embed = nn.Parameter(torch.randn(1, max_frames, 1, dim) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.given_embed = nn.Embedding(2, dim)  # frame is a clean context frame or not

@@ -1,0 +1,289 @@
+"""Exercise checkers: the learner writes a function, ``check(name, fn)`` compares it with labkit's own.
+
+Every notebook has exercises. A checker runs the learner's function on several inputs, edge cases
+included, and compares each answer with labkit's reference implementation. It prints one PASS/FAIL line
+per case and a hint on failure, and returns True when every case passes::
+
+    from labkit.exercises import check
+    check("cosine_similarity_matrix", my_cosine_similarity_matrix)
+
+Layout of this file: the mechanism first, then one section per notebook, in notebook order. To add
+checkers for a notebook, append a clearly headed section at the end and decorate each checker with
+``@register(name, notebook, hint)``. A checker is a function ``checker(fn) -> list[Case]``: it calls
+``fn`` itself (through :func:`run_case`) so that exceptions in the learner's code become FAIL lines.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+# ================================================================================================ mechanism
+@dataclass
+class Case:
+    """One checked case: a short description, whether it passed, and what was wrong if not."""
+
+    description: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class Exercise:
+    """A registered exercise: its checker, the notebook it belongs to, and the hint shown on failure."""
+
+    name: str
+    notebook: str
+    hint: str
+    checker: Callable
+
+
+_REGISTRY: dict[str, Exercise] = {}
+
+
+def register(name: str, notebook: str, hint: str):
+    """Decorator: register ``checker(fn) -> list[Case]`` as the checker of exercise ``name``."""
+
+    def deco(checker):
+        if name in _REGISTRY:
+            raise ValueError(f"exercise {name!r} is already registered (notebook {_REGISTRY[name].notebook})")
+        _REGISTRY[name] = Exercise(name, notebook, hint, checker)
+        return checker
+
+    return deco
+
+
+def list_exercises(notebook: str | None = None) -> list[str]:
+    """Names of the registered exercises (only those of ``notebook``, e.g. "02", if given)."""
+    return [n for n, e in _REGISTRY.items() if notebook is None or e.notebook.startswith(notebook)]
+
+
+def compare(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> str:
+    """'' when ``got`` matches ``expected`` (tensors: shape, then values), else what differs."""
+    if not torch.is_tensor(got):
+        try:
+            got = torch.as_tensor(got)
+        except Exception:  # noqa: BLE001 - anything that is not array-like is simply wrong
+            return f"expected a tensor, got {type(got).__name__}"
+    expected = torch.as_tensor(expected)
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    got, expected = got.detach().double().cpu(), expected.detach().double().cpu()
+    if not torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True):
+        err = (got - expected).abs().max().item()
+        return f"values differ from labkit's by up to {err:.3g} (tolerance {atol:g})"
+    return ""
+
+
+def run_case(description: str, fn: Callable, args: tuple, expected, **tol) -> Case:
+    """Call the learner's ``fn(*args)`` and compare its answer with ``expected``."""
+    try:
+        got = fn(*args)
+    except Exception as e:  # noqa: BLE001 - the learner's error is reported, not raised
+        line = traceback.format_exception_only(type(e), e)[-1].strip()
+        return Case(description, False, f"raised {line}")
+    detail = compare(got, expected, **tol)
+    return Case(description, not detail, detail)
+
+
+def check(name: str, fn: Callable, verbose: bool = True) -> bool:
+    """Run exercise ``name``'s checker on the learner's ``fn``; print each case PASS/FAIL; True if all pass."""
+    if name not in _REGISTRY:
+        raise KeyError(f"no exercise named {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    ex = _REGISTRY[name]
+    with torch.no_grad():
+        cases = ex.checker(fn)
+    ok = all(c.passed for c in cases)
+    if verbose:
+        for c in cases:
+            print(f"  {'PASS' if c.passed else 'FAIL'}  {c.description}" + (f": {c.detail}" if c.detail else ""))
+        passed = sum(c.passed for c in cases)
+        print(f"{name}: {passed}/{len(cases)} cases passed" + ("" if ok else f"\n  hint: {ex.hint}"))
+    return ok
+
+
+def main(argv=None):
+    """``python -m labkit.exercises`` lists the exercises, by notebook."""
+    for name in list_exercises():
+        print(f"{_REGISTRY[name].notebook:>4}  {name}")
+
+
+# ================================================================================================ notebook 02
+# 02_synthetic_faces: masks. A box (x1, y1, x2, y2) becomes a mask of the pixels whose centres lie in it.
+
+
+@register("box_to_mask", "02", "pixel (row i, column j) has its centre at (j + 0.5, i + 0.5); it is inside when "
+          "x1 <= j + 0.5 < x2 and y1 <= i + 0.5 < y2. x runs along columns (width), y along rows (height); "
+          "return a float tensor of shape (height, width).")
+def _check_box_to_mask(fn):
+    from labkit.faces import box_to_mask
+
+    cases = [
+        ("a box inside a 8x10 image", ([2.0, 1.0, 6.0, 5.0], 8, 10)),
+        ("a tall, thin box (x and y are not interchangeable)", ([1.0, 0.0, 3.0, 7.0], 8, 6)),
+        ("fractional coordinates", ([1.4, 2.6, 4.5, 5.49], 7, 7)),
+        ("a box partly outside the image", ([-3.0, 4.0, 5.0, 20.0], 9, 8)),
+        ("an empty box (x2 == x1)", ([3.0, 3.0, 3.0, 6.0], 6, 6)),
+        ("the whole image", ([0.0, 0.0, 5.0, 4.0], 4, 5)),
+    ]
+    return [run_case(d, lambda *a: torch.as_tensor(fn(*a)).float(), a, box_to_mask(*a)) for d, a in cases]
+
+
+# ================================================================================================ notebook 03
+# 03_face_embeddings: comparing embeddings with cosine similarity.
+
+
+@register("cosine_similarity_matrix", "03", "normalise each ROW of a and of b to unit length (divide by its "
+          "norm along dim=1), then take a @ b.T; the result has shape (N, M). Guard against zero vectors "
+          "with a small eps (clamp the norm).")
+def _check_cosine_similarity_matrix(fn):
+    from labkit.faces import cosine_similarity_matrix
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 8, generator=g), torch.randn(3, 8, generator=g)
+    scaled = torch.randn(4, 6, generator=g) * torch.tensor([[0.01], [1.0], [50.0], [3.0]])
+    zero = torch.cat([torch.zeros(1, 4), torch.randn(2, 4, generator=g)])
+    cases = [
+        ("a (5, 8) against b (3, 8)", (a, b)),
+        ("rows of very different lengths", (scaled, scaled)),
+        ("a single row against many", (a[:1], b)),
+        ("512-d embeddings, N != M", (torch.randn(7, 512, generator=g), torch.randn(2, 512, generator=g))),
+        ("a zero vector (should give 0, not nan)", (zero, zero)),
+    ]
+    return [run_case(d, fn, args, cosine_similarity_matrix(*args), atol=1e-4) for d, args in cases]
+
+
+
+# ================================================================================================ notebook 09
+# 09_multi_character: region routing. Each character's face region may attend only to its own tokens.
+
+
+@register("region_routing_mask", "09", "compare the masks with the threshold (>=) to get, for every patch n, "
+          "which characters cover it: a bool (B, F, C, N); move C last -> (B, F, N, C); then index that last "
+          "axis with token_character to get one column per identity token -> (B, F, N, L).")
+def _check_region_routing_mask(fn):
+    from labkit.identity import region_routing_mask
+
+    g = torch.Generator().manual_seed(0)
+    two = torch.rand(1, 2, 2, 16, generator=g)
+    owner2 = torch.tensor([0, 0, 0, 1, 1, 1])                     # 2 tokens + a separator per character
+    four = torch.rand(2, 3, 4, 9, generator=g)
+    owner4 = torch.arange(4).repeat_interleave(3)
+    edge = torch.tensor([[[[0.5, 0.49, 0.0, 1.0], [0.5, 0.0, 0.0, 0.7]]]])  # (1, 1, 2, 4)
+    cases = [
+        ("2 characters, soft masks, separators owned by their character", (two, owner2)),
+        ("4 characters, B=2, F=3", (four, owner4)),
+        ("a patch covered exactly at the threshold (>=), a patch in no face, two faces overlapping",
+         (edge, torch.tensor([0, 1]))),
+        ("tokens listed out of character order", (two, torch.tensor([1, 0, 1, 0]))),
+    ]
+    out = [run_case(d, lambda m, o: fn(m, o).float(), a, region_routing_mask(*a).float()) for d, a in cases]
+    out.append(run_case("threshold=0.3 passed explicitly", lambda m, o: fn(m, o, threshold=0.3).float(),
+                        (four, owner4), region_routing_mask(four, owner4, threshold=0.3).float()))
+    return out
+
+
+# ================================================================================================ notebook 10
+# 10_drift_lab: drift is read chunk by chunk.
+
+
+@register("chunk_means", "10", "bounds = chunk_starts + [F]; for each consecutive pair (a, b) with b > a take "
+          "scores[:, a:b].mean(dim=1); stack the means along dim=1 -> (B, number of non-empty chunks).")
+def _check_chunk_means(fn):
+    from labkit.widgets import chunk_means
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 19, generator=g)
+    cases = [
+        ("3 chunks of 7, 6 and 6 frames", (scores, [0, 7, 13])),
+        ("a single chunk", (scores, [0])),
+        ("an empty chunk (two equal starts) is left out", (scores, [0, 7, 7, 13])),
+        ("one video, chunks of one frame", (scores[:1, :4], [0, 1, 2, 3])),
+        ("chunk_starts given as a tuple", (scores, (0, 10))),
+    ]
+    return [run_case(d, fn, a, chunk_means(*a)) for d, a in cases]
+
+
+# ============================================================================================ command line
+# ``python -m labkit.exercises [solutions.py] [--notebook NN]``: the exercises by notebook, and the checks of
+# a learner's solutions file. It reads the registry of a normal import of this module, so every section
+# counts wherever in the file it was appended (and whatever ran before the ``__main__`` guard).
+
+
+def _notebook_titles() -> dict:
+    try:
+        from labkit.run_notebooks import notebook_paths
+
+        return {p.name[:2]: p.stem for p in notebook_paths()}
+    except Exception:  # noqa: BLE001 - titles are decoration only
+        return {}
+
+
+def run_solutions(path, notebook: str | None = None) -> dict:
+    """Check every exercise that the file ``path`` defines a function for (named ``name`` or ``my_name``).
+
+    Returns {exercise name: True (all cases pass) / False (some fail) / None (not attempted)}.
+    """
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    registry = importlib.import_module("labkit.exercises")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no solutions file at {path}")
+    spec = importlib.util.spec_from_file_location("learner_solutions", path)
+    solutions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(solutions)
+    results = {}
+    for name in registry.list_exercises(notebook):
+        fn = getattr(solutions, name, None) or getattr(solutions, f"my_{name}", None)
+        if fn is None:
+            results[name] = None
+            continue
+        print(f"--- {registry._REGISTRY[name].notebook} {name}")
+        results[name] = registry.check(name, fn)
+    return results
+
+
+def main(argv=None):  # noqa: F811 - the full command line replaces the listing-only version above
+    """``python -m labkit.exercises`` lists every exercise by notebook; with a solutions file, checks it."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.exercises",
+        description="List the course's exercises, or check a solutions file: a .py file that defines functions "
+                    "named after the exercises (or my_<name>, as in the notebooks).")
+    parser.add_argument("solutions", nargs="?", help="a .py file with your solutions")
+    parser.add_argument("--notebook", help="only this notebook's exercises, e.g. 09")
+    args = parser.parse_args(argv)
+    registry = importlib.import_module("labkit.exercises")
+    titles = _notebook_titles()
+    if args.solutions is None:
+        last = None
+        for name in registry.list_exercises(args.notebook):
+            nb = registry._REGISTRY[name].notebook
+            if nb != last:
+                print(titles.get(nb[:2], nb))
+                last = nb
+            print(f"    {name}")
+        print("check your own solutions with:  python -m labkit.exercises my_solutions.py")
+        return 0
+    results = registry.run_solutions(args.solutions, args.notebook)
+    print("\nsummary")
+    for name, ok in results.items():
+        nb = registry._REGISTRY[name].notebook
+        status = "not attempted" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"  {titles.get(nb[:2], nb):<28} {name:<28} {status}")
+    attempted = [ok for ok in results.values() if ok is not None]
+    print(f"{sum(attempted)}/{len(attempted)} attempted exercises pass; {len(results) - len(attempted)} not attempted")
+    return 0 if all(attempted) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
