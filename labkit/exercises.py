@@ -287,3 +287,104 @@ def main(argv=None):  # noqa: F811 - the full command line replaces the listing-
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ======================================================================================= notebooks 04, 05, 07
+# 04_identity_encoder: the bank cross-attention of the Perceiver resampler (exercise "bank_attention").
+# 05_identity_attention: the temporal rearrange and the masked identity branch ("temporal_identity").
+# 07_identity_losses: the identity-preservation loss, vectorised ("identity_loss").
+# The checkers build small random modules under a forked RNG (the learner's random state is left alone) and
+# compare the learner's output with labkit's own on several shapes, edge cases included.
+
+
+def _bank_attention_cases():
+    from torch import nn
+
+    # (B, T bank tokens, S face tokens, D, heads): one bank token, one head, several face tokens, 8 heads
+    shapes = [(2, 4, 1, 16, 4), (1, 1, 1, 8, 1), (3, 6, 3, 32, 8), (2, 5, 2, 12, 3)]
+    with torch.random.fork_rng():
+        for b, t, s, d, h in shapes:
+            torch.manual_seed(10 * b + t)
+            maps = tuple(nn.Linear(d, d, bias=False) for _ in range(4))
+            # a face token larger than the bank, as after the projection: the logits are far from uniform
+            latents, context = torch.randn(b, t, d), 3 * torch.randn(b, s, d)
+            yield f"B={b}, T={t} bank tokens, S={s} face token(s), D={d}, {h} head(s)", (latents, context, *maps, h)
+
+
+@register("bank_attention", "04", "queries come from the latents (the bank) only; keys and values from "
+          "torch.cat([context, latents], dim=1). Split heads with 'b l (h c) -> b h l c', scale the logits by "
+          "1/sqrt(c), softmax over the keys (last axis), merge the heads back with 'b h l c -> b l (h c)', then "
+          "apply to_out.")
+def _check_bank_attention(fn):
+    from labkit.identity import bank_cross_attention
+
+    return [run_case(d, fn, args, bank_cross_attention(*args)) for d, args in _bank_attention_cases()]
+
+
+def _temporal_identity_cases():
+    from labkit.attention import IdentityAwareAttention, check_strength
+
+    # (B, F, N, D, identity_strength): N != F everywhere, so a reshape that mixes frames and patches shows
+    shapes = [(2, 3, 4, 16, 1.0), (1, 1, 9, 8, 0.5), (2, 5, 6, 16, [0.0, 0.8]), (3, 4, 4, 8, [1.0, 0.3, 2.0])]
+    with torch.random.fork_rng():
+        for b, f, n, d, strength in shapes:
+            torch.manual_seed(7 * b + f)
+            block = IdentityAwareAttention(d, num_heads=2)
+            tokens = torch.randn(b, 3, d)
+
+            def temporal(h, block=block):
+                return block.temporal_attn(block.norm_temporal(h))
+
+            def identity(x, block=block, tokens=tokens):
+                return block.identity_attn(block.norm_identity(x).flatten(1, 2), tokens)[0].reshape(x.shape)
+
+            x = torch.randn(b, f, n, d)
+            masks = (torch.rand(b, f, n) > 0.5).float() * torch.rand(b, f, n)  # soft, with exact zeros
+            s = check_strength(torch.tensor(strength) if isinstance(strength, list) else strength, b, "cpu")
+            yield (f"B={b}, F={f} frame(s), N={n} tokens, D={d}, soft masks with zeros, identity_strength "
+                   f"{strength}", (x, temporal, identity, masks, s))
+
+
+@register("temporal_identity", "05", "rearrange(x, 'b f n d -> (b n) f d') (a reshape mixes frames and patches), "
+          "add temporal_attention(h) as a residual, go back with rearrange(h, '(b n) f d -> b f n d', b=b), then "
+          "x + identity_strength * token_masks[..., None] * identity_attention(x): gate the OUTPUT of the "
+          "identity branch, not its queries, and leave the residual x unscaled.")
+def _check_temporal_identity(fn):
+    from labkit.attention import temporal_and_masked_identity
+
+    return [run_case(d, fn, args, temporal_and_masked_identity(*args)) for d, args in _temporal_identity_cases()]
+
+
+class _TinyRecognizer(torch.nn.Module):
+    """A fixed random stand-in for f in the loss checker: (N, 3, H, W) -> unit-norm (N, 512)."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 32, 4, stride=4)
+            self.proj = torch.nn.Linear(32 * 4 * 4, 512)
+        self.requires_grad_(False)
+
+    def forward(self, images):
+        h = torch.nn.functional.adaptive_avg_pool2d(torch.tanh(self.conv(images)), 4).flatten(1)
+        return torch.nn.functional.normalize(self.proj(h), dim=-1)
+
+
+@register("identity_loss", "07", "call face_encoder ONCE on all frames and references; compare every frame with "
+          "the MEAN of the reference embeddings (average the references first); the temporal term compares "
+          "frames t and t+1 only; sum the squares over the 512 dimensions (F.mse_loss would divide by 512) and "
+          "average over frames and videos; return reference + temporal_weight * temporal.")
+def _check_identity_loss(fn):
+    from labkit.losses import identity_preservation_loss
+
+    encoder, cases = _TinyRecognizer(), []
+    # (B, F, R, temporal_weight): two frames (one step), one reference, weight 0, several videos
+    for b, f, r, weight in [(2, 5, 3, 0.5), (1, 2, 2, 0.5), (3, 4, 1, 1.5), (1, 6, 4, 0.0), (2, 7, 3, 2.0)]:
+        g = torch.Generator().manual_seed(10 * b + f)
+        video = torch.rand(b, f, 3, 16, 16, generator=g) * 2 - 1
+        refs = torch.rand(b, r, 3, 16, 16, generator=g) * 2 - 1
+        expected = identity_preservation_loss(video, refs, encoder, temporal_weight=weight)
+        cases.append(run_case(f"B={b} video(s), F={f} frames, R={r} reference(s), temporal_weight={weight}", fn,
+                              (video, refs, encoder, weight), expected))
+    return cases
