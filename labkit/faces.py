@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import time
@@ -29,6 +30,7 @@ from torch import nn
 VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 SYNTHFACES_WEIGHTS = "recognizer_synthfaces.safetensors"
 EMBED_DIM = 512
+MTCNN_MIN_SIDE = 20  # MTCNN's default min_face_size: smaller images give it no pyramid level to search
 
 
 # ----------------------------------------------------------------------------------------------- detection
@@ -39,6 +41,9 @@ def box_to_mask(box, height: int, width: int) -> torch.Tensor:
     x1 <= j + 0.5 < x2 and y1 <= i + 0.5 < y2. ``box`` (4,) gives (height, width); boxes (N, 4) give
     (N, height, width). Parts of the box outside the image are simply cut off.
     """
+    if not all(isinstance(n, numbers.Integral) and n >= 0 for n in (height, width)):
+        raise ValueError(f"height and width must be ints >= 0, got height={height!r}, width={width!r}")
+    height, width = int(height), int(width)
     box = torch.as_tensor(box, dtype=torch.float32)
     if box.shape[-1:] != (4,) or box.ndim > 2:
         raise ValueError(f"expected a box (4,) or boxes (N, 4) as x1, y1, x2, y2; got shape {tuple(box.shape)}")
@@ -117,6 +122,10 @@ def detect_faces(images, min_prob: float = 0.9, device=None) -> FaceDetections:
     mtcnn = _mtcnn(str(device or "cpu"))
     boxes, probs, crops, masks, index, messages = [], [], [], [], [], []
     for i, arr in enumerate(arrays):
+        if min(arr.shape[:2]) < MTCNN_MIN_SIDE:  # MTCNN's image pyramid would be empty and torch.cat fails
+            messages.append(f"no face found in image {i} of {len(arrays)}: {arr.shape[1]}x{arr.shape[0]} pixels "
+                            f"is too small for MTCNN (it needs at least {MTCNN_MIN_SIDE} pixels per side)")
+            continue
         found, p = mtcnn.detect(Image.fromarray(arr))
         keep = [] if found is None else [k for k in range(len(found)) if p[k] is not None and p[k] >= min_prob]
         if not keep:

@@ -74,6 +74,8 @@ def test_ids(n: int, offset: int = 0) -> torch.Tensor:
 
 def _as_ids(ids) -> torch.Tensor:
     ids = torch.as_tensor(ids)
+    if ids.numel() == 0 and ids.ndim == 1:
+        ids = ids.long()  # torch.as_tensor([]) is float: an empty list is still a list of ids
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f"identity ids must be integers, got dtype {ids.dtype}")
     ids = ids.long().reshape(-1) if ids.ndim == 0 else ids.long()

@@ -37,6 +37,23 @@ def test_blank_image_gives_an_empty_result_and_a_message():
     assert "no face found" in det.message
 
 
+def test_image_too_small_for_mtcnn_gives_a_message_not_an_error_from_inside_mtcnn():
+    """MTCNN itself fails with torch.cat on an empty list for images under 20 pixels a side."""
+    with pytest.warns(UserWarning, match="too small for MTCNN"):
+        det = faces.detect_faces([np.zeros((8, 8, 3), np.uint8), np.zeros((19, 40, 3), np.uint8)])
+    assert len(det) == 0 and len(det.messages) == 2
+
+
+@pytest.mark.parametrize("images, match", [
+    (np.zeros((50, 50, 4), np.uint8), r"\(H, W, 3\)"),
+    (np.zeros((50, 50, 3), np.float64), "uint8"),
+    (torch.zeros(1, 1, 32, 32), r"\(B, 3, H, W\)"),
+])
+def test_detect_faces_rejects_wrong_image_layouts_clearly(images, match):
+    with pytest.raises(ValueError, match=match):
+        faces.detect_faces(images)
+
+
 def test_mixed_batch_keeps_the_face_and_reports_the_blank(astronaut):
     blank = np.zeros_like(astronaut)
     with pytest.warns(UserWarning, match="image 1 of 3"):
@@ -50,6 +67,9 @@ def test_box_to_mask_uses_pixel_centres():
     assert faces.box_to_mask(torch.tensor([[0, 0, 2, 2], [0, 0, 0, 0]]), 3, 3).sum(dim=(1, 2)).tolist() == [4, 0]
     with pytest.raises(ValueError, match="x1, y1, x2, y2"):
         faces.box_to_mask([1, 2, 3], 4, 4)
+    with pytest.raises(ValueError, match="height and width"):
+        faces.box_to_mask([0, 0, 1, 1], -1, 4)
+    assert faces.box_to_mask([0, 0, 1, 1], np.int64(2), 3).shape == (2, 3), "numpy ints are fine"
 
 
 def test_recognizer_is_frozen_eval_unit_norm_any_size(recognizer):

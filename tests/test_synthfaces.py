@@ -129,6 +129,10 @@ def test_dataset_items_are_the_same_in_any_worker():
     (lambda: sf.make_scenes(torch.tensor([[1, 2, 3, 4]]), size=48), "do not fit"),
     (lambda: sf.render_faces(torch.tensor([1.5])), "integers"),
     (lambda: sf.sample_nuisances(2, tilt=1.0), "unknown nuisance"),
+    (lambda: sf.render_faces([]), "at least one identity"),
+    (lambda: sf.make_clips([1], num_refs=-1), "num_refs"),
+    (lambda: sf.ClipDataset([1, 2], num_frames=0), "num_frames"),
+    (lambda: sf.make_scenes(torch.tensor([[1]])), "2 <= C <= 4"),
     (lambda: sf.render(sf.identity_traits([1, 2]), sf.sample_nuisances(3)), "expected"),
 ])
 def test_bad_inputs_raise_clear_errors(call, match):
