@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "STRATEGIES", "REFERENCE_QUALITIES", "NUM_HELDOUT", "DriftSettings", "DriftResult", "Cancelled",
+    "STRATEGIES", "REFERENCE_QUALITIES", "NUM_HELDOUT", "DriftSettings", "DriftResult", "Cancelled", "LabUnavailable",
     "validate_settings", "ResultCache", "LatestWorker", "DriftLab", "curve_png", "projection_png",
 ]
 
@@ -98,6 +98,11 @@ class DriftResult:
 
 class Cancelled(Exception):
     """Raised inside a computation by its progress callback when a newer setting has been requested."""
+
+
+class LabUnavailable(RuntimeError):
+    """Raised by a compute function that cannot run at all (no trained video model yet). The lab shows its
+    message as it is, in place of a result, and tries again on the next request."""
 
 
 def validate_settings(settings: DriftSettings) -> tuple[DriftSettings | None, list[str]]:
@@ -258,7 +263,7 @@ class LatestWorker:
             try:
                 warm_up()
             except Exception as err:
-                self._error(f"could not load the generator: {type(err).__name__}: {err}")
+                self._error(_describe(err, "could not load the generator"))
             finally:
                 with self._cond:
                     self._busy = False
@@ -289,11 +294,18 @@ class LatestWorker:
                 self.stats["cancelled"] += 1
             except Exception as err:  # shown in the app as a message; the worker keeps serving
                 if self.is_current(generation):
-                    self._error(f"{type(err).__name__}: {err}")
+                    self._error(_describe(err, "generation failed"))
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+
+def _describe(err: Exception, what: str) -> str:
+    """The message the app shows for an exception: a LabUnavailable speaks for itself."""
+    if isinstance(err, LabUnavailable):
+        return str(err)
+    return f"{what}: {type(err).__name__}: {err}"
 
 
 # ----------------------------------------------------------------------------------------------- views
@@ -400,17 +412,19 @@ class DriftLab:
     """The interactive drift lab. ``DriftLab().show()`` (or just ``DriftLab()`` as a cell's last line).
 
     ``compute(settings, progress) -> DriftResult`` defaults to :func:`compute_drift` (the
-    real generator and metrics); tests pass a small fake. ``precomputed=True`` preloads the shipped sweep.
+    real generator and metrics on the shipped model, or on ``model_path``); tests pass a small fake.
+    ``precomputed=True`` preloads the shipped sweep when it was made with the model in use. Without a
+    trained model the lab shows a message saying so (and how to get one) instead of a result.
     ``lab.set(identity_strength=0.5, strategy="keyframe")`` moves controls from code; ``lab.wait()`` blocks
     until the view shows the latest setting.
     """
 
     def __init__(self, compute=None, settings: DriftSettings | None = None, precomputed: bool = True,
-                 cache: ResultCache | None = None, autostart: bool = True):
+                 cache: ResultCache | None = None, autostart: bool = True, model_path=None):
         import ipywidgets as W
 
         if compute is None:
-            compute = compute_drift
+            compute = compute_drift if model_path is None else make_compute(model_path)
         self.cache = cache if cache is not None else ResultCache()
         if precomputed and compute is not None and getattr(compute, "load_precomputed", None):
             compute.load_precomputed(self.cache)
@@ -517,7 +531,7 @@ class DriftLab:
         self.status.value = f"<span id='driftlab-status'>generating {100 * fraction:.0f}% {html.escape(message)}</span>"
 
     def _on_error(self, message):
-        self._set_message([f"generation failed: {message}"], error=True)
+        self._set_message([message], error=True)
         self.status.value = "<span id='driftlab-status'>failed</span>"
 
     def _show(self, result: DriftResult, source: str, seconds: float):
@@ -576,15 +590,69 @@ def degrade(images, quality: str, seed: int = 0):
     return out.clamp(-1, 1)
 
 
+def model_folder(model_path=None):
+    """The video model folder the lab uses: ``model_path``, or the shipped ``data/identity_video_dit``."""
+    from pathlib import Path
+
+    from labkit.common import data_path
+
+    return Path(model_path) if model_path is not None else data_path("identity_video_dit")
+
+
+def model_fingerprint(model_path=None) -> str | None:
+    """sha256 of the model's weights file (None if there is none): ties a precomputed sweep to its model."""
+    import hashlib
+
+    weights = model_folder(model_path) / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _threads:
+    """Context manager: torch uses ``n`` CPU threads inside (None: unchanged). With OpenMP builds the setting
+    belongs to the calling thread, so the lab's worker thread does not change the kernel's."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
 class DriftEngine:
     """The shipped generator, the recognizer and the measured ceiling/floor, loaded once and shared.
 
     ``engine(settings, progress)`` generates the video for one :class:`DriftSettings` with
     ``ReferenceConditionedGenerator.generate`` and measures it with :mod:`labkit.metrics`. One generation
     runs at a time (a lock), so the lab's worker and a notebook cell can share the engine.
+    ``model_path`` picks another IdentityVideoDiT folder than the shipped one; a missing model raises
+    :class:`LabUnavailable` with what to do about it. ``num_threads`` (default 1) is the number of CPU threads
+    a generation uses, set for the calling thread only: the model is so small that a second thread gains
+    little on an idle CPU, and when anything else runs (the kernel, a training) two threads that fight for
+    two cores made one generation ten times slower in our measurements. None leaves torch's setting alone.
     """
 
-    def __init__(self, device=None, steps: int = INFERENCE_STEPS):
+    def __init__(self, device=None, steps: int = INFERENCE_STEPS, model_path=None, num_threads: int | None = 1):
+        folder = model_folder(model_path)
+        if not (folder / "config.json").is_file():  # checked first: says so in a second, not after the imports
+            raise LabUnavailable(
+                f"No trained video model at {folder}, so the lab has nothing to generate with yet. Train one "
+                "with notebook 08 (or `python -m labkit.train`) and save it there with model.save_pretrained, "
+                "or point the lab at your own: DriftLab(model_path=...).")
         import torch
 
         from labkit.common import get_device
@@ -592,14 +660,18 @@ class DriftEngine:
         from labkit.pipeline import ReferenceConditionedGenerator
         from labkit.synthfaces import test_ids
 
+        self.model_path = folder
+        self.num_threads = num_threads
         self.device = device or get_device()
-        self.pipe = ReferenceConditionedGenerator.from_shipped(device=self.device)
+        self.pipe = ReferenceConditionedGenerator.from_shipped(device=self.device, path=folder)
         self.recognizer = self.pipe.recognizer
         self.size = self.pipe.model.config.sample_size
         self.max_frames = self.pipe.model.config.max_frames
         self.steps = steps
         self.ids = test_ids(NUM_HELDOUT)
-        self.levels = identity_levels(self.recognizer, self.ids[:12], size=self.size, num_refs=SCORING_REFERENCES)
+        with _threads(num_threads):
+            self.levels = identity_levels(self.recognizer, self.ids[:12], size=self.size,
+                                          num_refs=SCORING_REFERENCES)
         self._embed = embed_frames
         self._identity_cache: dict = {}
         self._lock = threading.Lock()
@@ -609,6 +681,10 @@ class DriftEngine:
         """Everything fixed for one held-out identity: references, layout, scoring embeddings, projection."""
         if index in self._identity_cache:
             return self._identity_cache[index]
+        with _threads(self.num_threads):
+            return self._make_identity(index)
+
+    def _make_identity(self, index: int) -> dict:
         from labkit.metrics import reference_embedding
         from labkit.synthfaces import make_clip, make_clips
 
@@ -648,12 +724,16 @@ class DriftEngine:
         differs from the same setting made alone (both are fair samples). ``reanchor_every`` gives the
         keyframe again every n-th chunk, whatever the strategy.
         """
+        start = time.perf_counter()
+        identities = [settings.identity] if identities is None else list(identities)
+        with _threads(self.num_threads):
+            return self._run(settings, identities, progress, reanchor_every, steps, start)
+
+    def _run(self, settings, identities, progress, reanchor_every, steps, start) -> list[DriftResult]:
         from labkit.common import to_uint8
         from labkit.metrics import normalised_identity, reference_similarity, variety
 
         torch = self._torch
-        start = time.perf_counter()
-        identities = [settings.identity] if identities is None else list(identities)
         who = [self.identity(i) for i in identities]
         refs = torch.stack([degrade(w["references"][:settings.num_references], settings.reference_quality,
                                     settings.seed) for w in who])                  # (B, R, 3, S, S)
@@ -661,7 +741,7 @@ class DriftEngine:
         steps = steps or self.steps
         hook = _ProgressHook(settings.num_chunks * steps, progress)
         with self._lock:
-            self.pipe.progress_bar = lambda iterable=None, total=None: hook
+            self.pipe.progress_bar = hook.start
             try:
                 out = self.pipe.generate(reference_images=refs, num_frames=num_frames,
                                          identity_strength=settings.identity_strength, strategy=settings.strategy,
@@ -713,6 +793,12 @@ class _ProgressHook:
     def __init__(self, total, progress):
         self.total, self.done, self.progress = max(total, 1), 0, progress
 
+    def start(self, iterable=None, total=None):
+        """What the pipeline calls in place of ``progress_bar(total=...)``: it knows the true step count."""
+        if total:
+            self.total = total
+        return self
+
     def update(self, n=1):
         self.done += n
         if self.progress is not None:
@@ -722,22 +808,39 @@ class _ProgressHook:
         pass
 
 
-_ENGINE = None
+_ENGINES: dict = {}
 _ENGINE_LOCK = threading.Lock()
 
 
-def get_engine() -> DriftEngine:
-    """The session's one :class:`DriftEngine` (created on first use: loads the checkpoint)."""
-    global _ENGINE
+def get_engine(model_path=None) -> DriftEngine:
+    """The session's :class:`DriftEngine` for a model folder (default: the shipped one), created on first use.
+
+    Raises :class:`LabUnavailable` while the model is missing; a model that appears later is picked up.
+    """
+    key = str(model_folder(model_path))
     with _ENGINE_LOCK:
-        if _ENGINE is None:
-            _ENGINE = DriftEngine()
-        return _ENGINE
+        if key not in _ENGINES:
+            _ENGINES[key] = DriftEngine(model_path=model_path)
+        return _ENGINES[key]
 
 
-def compute_drift(settings: DriftSettings, progress=None) -> DriftResult:
-    """The lab's default compute function: the real generator and metrics for one setting."""
-    return get_engine()(settings, progress)
+def make_compute(model_path=None):
+    """The lab's compute function ``(settings, progress) -> DriftResult`` on a model folder (default: shipped).
+
+    It carries ``warm_up`` (loads the model on the lab's worker thread before the first request arrives) and
+    ``load_precomputed`` (fills a cache with the shipped sweep, only if the sweep was made with this model).
+    """
+
+    def compute(settings: DriftSettings, progress=None) -> DriftResult:
+        return get_engine(model_path)(settings, progress)
+
+    compute.warm_up = lambda: get_engine(model_path).identity(DriftSettings().identity)
+    compute.load_precomputed = lambda cache, path=None: load_precomputed(cache, path, model_path=model_path)
+    return compute
+
+
+#: The lab's default compute function: the real generator and metrics on the shipped model.
+compute_drift = make_compute()
 
 
 # ----------------------------------------------------------------------------- precomputed sweep in data/
@@ -774,23 +877,25 @@ def load_results(path) -> tuple[list[DriftResult], dict]:
     return results, index["meta"]
 
 
-def load_precomputed(cache: ResultCache, path=None) -> int:
-    """Put the shipped sweep into ``cache`` (source "precomputed"). Returns how many results were loaded."""
+def load_precomputed(cache: ResultCache, path=None, model_path=None) -> int:
+    """Put the shipped sweep into ``cache`` (source "precomputed"). Returns how many results were loaded.
+
+    A sweep made with other weights (its recorded model fingerprint differs from ``model_path``'s, default the
+    shipped model) or other settings is ignored: it would show numbers the model in use did not produce.
+    """
+    from pathlib import Path
+
     from labkit.common import data_path
 
-    path = path or data_path(SWEEP_FILE)
+    path = Path(path) if path is not None else data_path(SWEEP_FILE)
     if not path.exists():
         return 0
     results, meta = load_results(path)
-    if meta.get("steps") != INFERENCE_STEPS:
+    if meta.get("steps") != INFERENCE_STEPS or meta.get("model_sha256") != model_fingerprint(model_path):
         return 0
     for r in results:
         cache.put(r, "precomputed")
     return len(results)
-
-
-compute_drift.load_precomputed = load_precomputed
-compute_drift.warm_up = lambda: get_engine().identity(DriftSettings().identity)
 
 
 def sweep_settings(strengths=None) -> list[DriftSettings]:
@@ -799,16 +904,21 @@ def sweep_settings(strengths=None) -> list[DriftSettings]:
     return [DriftSettings(identity_strength=s, strategy=k) for k in STRATEGIES for s in strengths]
 
 
-def precompute(path=None, strengths=None) -> list[DriftResult]:
-    """Compute the sweep with the shipped checkpoint and write it to ``data/drift_sweep.npz``."""
+def precompute(path=None, strengths=None, model_path=None) -> list[DriftResult]:
+    """Compute the sweep with the shipped checkpoint (or ``model_path``) and write it to ``data/drift_sweep.npz``.
+
+    Each setting is generated alone, exactly as the lab would generate it, so a precomputed answer equals the
+    one the lab would compute (same seed, same noise).
+    """
     from tqdm.auto import tqdm
 
     from labkit.common import data_path
 
-    engine = get_engine()
+    engine = get_engine(model_path)
     results = [engine(s) for s in tqdm(sweep_settings(strengths), desc="drift sweep")]
-    save_results(results, path or data_path(SWEEP_FILE), meta={"steps": INFERENCE_STEPS, "made_by":
-                 "python -m labkit.widgets precompute"})
+    save_results(results, path or data_path(SWEEP_FILE),
+                 meta={"steps": INFERENCE_STEPS, "model_sha256": model_fingerprint(model_path),
+                       "made_by": "python -m labkit.widgets precompute"})
     return results
 
 
@@ -819,9 +929,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("command", choices=["precompute"])
     parser.add_argument("--out", help="where to write the sweep (default data/drift_sweep.npz)")
+    parser.add_argument("--model", help="IdentityVideoDiT folder (default: the shipped data/identity_video_dit)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    results = precompute(args.out)
+    results = precompute(args.out, model_path=args.model)
     print(f"wrote {len(results)} settings in {time.perf_counter() - start:.0f} s")
 
 

@@ -1,7 +1,9 @@
 """The drift lab stays responsive and never shows a traceback: cache, latest-only worker, input checks.
 
-These tests drive :class:`labkit.widgets.DriftLab` with a small fake compute function (so they run in a few
-seconds and test the machinery, not the model). The real compute function is tested in test_drift.py.
+Most tests drive :class:`labkit.widgets.DriftLab` with a small fake compute function (so they run in a few
+seconds and test the machinery, not the model). The last ones run the real compute function,
+:class:`labkit.widgets.DriftEngine`, on a small randomly initialised video model saved to a temporary folder:
+they test the plumbing (shapes, progress, cancellation, a missing model), not the quality of what it draws.
 """
 
 from __future__ import annotations
@@ -178,3 +180,87 @@ def test_cache_is_bounded_and_evicts_the_least_recently_used():
     cache.get(a.settings)
     cache.put(c)
     assert a.settings in cache and c.settings in cache and b.settings not in cache
+
+
+def test_without_a_trained_model_the_lab_says_so_instead_of_hanging(tmp_path):
+    """The real compute function on a missing model folder: a message naming the folder and what to do, fast."""
+    lab = DriftLab(model_path=tmp_path / "no_model_here")
+    start = time.perf_counter()
+    assert lab.wait(30) is None, "nothing can be shown without a model"
+    assert time.perf_counter() - start < 30
+    assert "No trained video model at" in lab.message.value and "no_model_here" in lab.message.value
+    assert "notebook 08" in lab.message.value and "Traceback" not in lab.message.value
+    assert "failed" in lab.status.value
+    lab.set(identity_strength=0.5)  # moving a control again asks again, and says the same, without an error
+    lab.wait(30)
+    assert "No trained video model" in lab.message.value and lab.worker.stats["computed"] == 0
+    lab.close()
+
+
+def test_a_precomputed_sweep_is_used_only_with_the_model_that_made_it(tmp_path):
+    from labkit.widgets import INFERENCE_STEPS, load_precomputed, model_fingerprint, save_results
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "diffusion_pytorch_model.safetensors").write_bytes(b"weights of one model")
+    fake = FakeCompute(steps=0)
+    results = [fake(DriftSettings(identity_strength=s), lambda *a: None) for s in (0.5, 0.8)]
+    sweep = tmp_path / "sweep.npz"
+    save_results(results, sweep, meta={"steps": INFERENCE_STEPS, "model_sha256": model_fingerprint(model)})
+    cache = ResultCache()
+    assert load_precomputed(cache, sweep, model_path=model) == 2
+    assert cache.get(DriftSettings(identity_strength=0.5))[1] == "precomputed"
+    (model / "diffusion_pytorch_model.safetensors").write_bytes(b"weights of a retrained model")
+    assert load_precomputed(ResultCache(), sweep, model_path=model) == 0, "a stale sweep must not be shown"
+    assert load_precomputed(ResultCache(), tmp_path / "missing.npz", model_path=model) == 0
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    """An untrained IdentityVideoDiT at the lab's size, saved like the shipped one."""
+    import torch
+
+    from labkit.model import IdentityVideoDiT
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    IdentityVideoDiT(sample_size=32, max_frames=8, dim=32, depth=1, num_heads=2, identity_dim=32,
+                     num_identity_tokens=4).save_pretrained(folder)
+    return folder
+
+
+def test_the_real_engine_measures_a_setting_reports_progress_and_can_be_cancelled(random_model):
+    from labkit.widgets import Cancelled, DriftEngine, frames_for_chunks
+
+    engine = DriftEngine(model_path=random_model, steps=4)
+    seen = []
+    result = engine(DriftSettings(num_chunks=2, num_references=2, reference_quality="noisy"),
+                    lambda f, m="": seen.append(f))
+    frames = frames_for_chunks(2)
+    assert result.frames.shape == (frames, 32, 32, 3) and result.references.shape == (2, 32, 32, 3)
+    assert result.normalised.shape == (frames,) and result.frame_xy.shape == (frames, 2)
+    assert result.cuts == [frames_for_chunks(1)], "the second chunk starts after the first chunk's frames"
+    assert all(np.isfinite(v) for v in result.figures.values())
+    assert seen and seen[-1] == pytest.approx(1.0), f"progress must end at 1, got {seen[-3:]}"
+
+    def cancel(fraction, message=""):
+        if fraction > 0.3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        engine(DriftSettings(strategy="keyframe", num_chunks=2), cancel)
+    again = engine(DriftSettings(num_chunks=2, num_references=2, reference_quality="noisy"))
+    assert np.array_equal(again.frames, result.frames), "same setting, same seed: same video after a cancel"
+
+
+def test_a_lab_on_the_real_engine_switching_strategy_mid_generation_shows_the_last_one(random_model):
+    from labkit.widgets import make_compute
+
+    lab = DriftLab(compute=make_compute(random_model), precomputed=False)
+    lab.set(strategy="explicit", num_chunks=3)
+    time.sleep(0.3)  # mid-generation
+    lab.set(strategy="keyframe")
+    lab.wait(120)
+    assert lab.shown.settings == DriftSettings(strategy="keyframe", num_chunks=3)
+    assert lab.worker.stats["errors"] == 0 and "driftlab-mean" in lab.figures_view.value
+    lab.close()
