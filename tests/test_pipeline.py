@@ -118,3 +118,21 @@ def test_face_check_accepts_faces_and_rejects_blank_and_noise():
 def test_centred_layout_is_a_centred_blob():
     m = centred_face_masks(3, 32)
     assert m.shape == (3, 32, 32) and m[:, 16, 16].eq(1).all() and m[:, 0, 0].eq(0).all()
+
+
+def test_init_strength_starts_chunks_from_the_last_given_frame(pipe):
+    """Below 1, each chunk starts from its last given frame noised part-way (SDEdit): fewer model calls."""
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        gen(pipe, num_frames=3, num_inference_steps=10, init_strength=1.0)
+        full = len(calls)
+        calls.clear()
+        partial = gen(pipe, num_frames=3, num_inference_steps=10, init_strength=0.5)
+    finally:
+        hook.remove()
+    assert full == 10 and 0 < len(calls) <= 5
+    from_noise = gen(pipe, num_frames=3, num_inference_steps=10, init_strength=1.0)
+    assert (partial.frames - from_noise.frames).abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="init_strength"):
+        gen(pipe, init_strength=0.0)
