@@ -296,7 +296,8 @@ def benchmark(frames: int = 8, side: int = 16, dim: int = 256, num_heads: int = 
               batch: int = 1, repeats: int = 5, device: str = "cpu") -> dict:
     """Median forward+backward seconds of the SDPA block and the nn.MultiheadAttention reference.
 
-    Same weights, same inputs (x (batch, frames, side*side, dim), identity tokens, binary face masks).
+    Same weights, same inputs (x (batch, frames, side*side, dim), identity tokens, binary face masks); the two
+    are timed in alternation, ``repeats`` times each.
     """
     torch.manual_seed(0)
     block = IdentityAwareAttention(dim, num_heads).to(device)
@@ -306,19 +307,24 @@ def benchmark(frames: int = 8, side: int = 16, dim: int = 256, num_heads: int = 
     masks = (torch.rand(batch, frames, side * 4, side * 4, device=device) > 0.5).float()
 
     def time_one(module):
-        times = []
-        for i in range(repeats + 1):
-            xi = x.clone().requires_grad_(True)
-            start = time.perf_counter()
-            module(xi, tokens, masks, 0.8).square().mean().backward()
-            if device != "cpu":
-                torch.cuda.synchronize()
-            if i:  # the first run warms up allocators and kernels
-                times.append(time.perf_counter() - start)
-            module.zero_grad(set_to_none=True)
-        return sorted(times)[len(times) // 2]
+        xi = x.clone().requires_grad_(True)
+        start = time.perf_counter()
+        module(xi, tokens, masks, 0.8).square().mean().backward()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        module.zero_grad(set_to_none=True)
+        return seconds
 
-    sdpa, mha = time_one(block), time_one(ref)
+    # Interleaved, so that other work on a shared machine slows both versions alike; the first pair of runs
+    # warms up allocators and kernels and is not counted.
+    times = {"sdpa": [], "mha": []}
+    for i in range(repeats + 1):
+        for name, module in (("sdpa", block), ("mha", ref)):
+            seconds = time_one(module)
+            if i:
+                times[name].append(seconds)
+    sdpa, mha = (sorted(t)[len(t) // 2] for t in (times["sdpa"], times["mha"]))
     return {"sdpa_s": sdpa, "multihead_s": mha, "speedup": mha / sdpa}
 
 
@@ -329,8 +335,11 @@ if __name__ == "__main__":
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--side", type=int, default=16, help="tokens per frame = side * side")
     parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = benchmark(args.frames, args.side, args.dim, repeats=args.repeats)
     print(f"IdentityAwareAttention, {args.frames} frames of {args.side}x{args.side} tokens, dim {args.dim}, "
           f"forward+backward on {torch.get_num_threads()} CPU thread(s):")
