@@ -459,7 +459,10 @@ class DriftLab:
         self.shown: DriftResult | None = None
         self.history: list[tuple[str, float]] = []      # (source, seconds) of every update shown
         self._lock = threading.Lock()
-        self.worker = LatestWorker(compute, self._show, self._on_progress, self._on_error, self.cache)
+        self._views: OrderedDict = OrderedDict()        # settings key -> (result, drawn views)
+        self._views_lock = threading.Lock()
+        self.worker = LatestWorker(self._drawing(compute), self._show, self._on_progress, self._on_error,
+                                   self.cache)
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
         left = W.VBox([self.controls[k] for k in ("identity_strength", "strategy", "num_references",
@@ -534,12 +537,50 @@ class DriftLab:
         self._set_message([message], error=True)
         self.status.value = "<span id='driftlab-status'>failed</span>"
 
+    def views(self, result: DriftResult) -> dict:
+        """The drawn views of a result (PNG/GIF bytes by view name), drawn once and kept as long as the cache
+        would keep the result. Drawing takes about half a second of CPU; a cached setting must not pay it."""
+        key = result.settings.key()
+        with self._views_lock:
+            kept = self._views.get(key)
+            if kept is not None and kept[0] is result:
+                self._views.move_to_end(key)
+                return kept[1]
+        drawn = {"references": _strip_png(result.references), "video": _gif(result.frames),
+                 "curve": curve_png(result), "projection": projection_png(result)}
+        with self._views_lock:
+            self._views[key] = (result, drawn)
+            while len(self._views) > self.cache.max_items:
+                self._views.popitem(last=False)
+        return drawn
+
+    def _drawing(self, compute):
+        """``compute`` that also draws each new result's views on the worker thread, off the kernel's thread,
+        and whose warm-up also pays matplotlib's first-figure cost (about a second) before any result."""
+
+        def compute_and_draw(settings, progress):
+            result = compute(settings, progress)
+            self.views(result)
+            return result
+
+        def warm_up():
+            try:
+                if getattr(compute, "warm_up", None) is not None:
+                    compute.warm_up()
+            finally:
+                curve_png(DriftResult(DriftSettings(), np.zeros((2, 8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3),
+                          np.uint8), np.zeros(2), [1], np.zeros((2, 2)), np.zeros((1, 2)), np.zeros((0, 2)), {}))
+
+        compute_and_draw.warm_up = warm_up
+        return compute_and_draw
+
     def _show(self, result: DriftResult, source: str, seconds: float):
+        views = self.views(result)
         with self._lock:
-            self.references_view.value = _strip_png(result.references)
-            self.video_view.value = _gif(result.frames)
-            self.curve_view.value = curve_png(result)
-            self.projection_view.value = projection_png(result)
+            self.references_view.value = views["references"]
+            self.video_view.value = views["video"]
+            self.curve_view.value = views["curve"]
+            self.projection_view.value = views["projection"]
             self.figures_view.value = figures_html(result, source, seconds)
             self.progress.value = 1.0
             self.status.value = f"<span id='driftlab-status'>shown ({source})</span>"

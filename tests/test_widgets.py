@@ -66,6 +66,8 @@ def test_cached_setting_comes_back_without_recomputing():
     assert lab.shown.settings.identity_strength == 0.8
     assert lab.history[-1][0] == "cache" and took < 1.0
     assert "driftlab-mean" in lab.figures_view.value
+    assert lab.views(lab.shown) is lab.views(lab.shown), "a result's views are drawn once, then kept"
+    assert lab.curve_view.value == lab.views(lab.shown)["curve"]
     lab.close()
 
 
