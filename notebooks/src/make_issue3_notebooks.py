@@ -29,6 +29,8 @@ def notebook(cells):
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [new_markdown_cell(text.strip("\n")) if kind == "md" else new_code_cell(text.strip("\n"))
                 for kind, text in cells]
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: regenerating an unchanged notebook changes nothing
     nbformat.validate(nb)
     return nb
 
@@ -429,7 +431,7 @@ try:
         e = vgg(det.crops.to(device))
     print(f"loaded in {time.time() - t0:.1f} s; the astronaut's embedding: shape {tuple(e.shape)}, "
           f"norm {e.norm():.3f}")
-except RuntimeError as err:
+except (RuntimeError, ValueError) as err:  # offline (RuntimeError) or a corrupt cached file (ValueError)
     print(f"no vggface2 weights after {time.time() - t0:.1f} s:\\n{err}")
 """),
     md("""
