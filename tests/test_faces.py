@@ -146,6 +146,15 @@ def test_vggface2_offline_error_is_fast_and_says_what_to_do(tmp_path, monkeypatc
     assert time.time() - t0 < 10
 
 
+def test_corrupt_cached_vggface2_file_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "checkpoints" / "20180402-114759-vggface2.pt"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"truncated download")
+    with pytest.raises(ValueError, match="corrupt"):
+        faces.FaceRecognitionBackbone("vggface2")
+
+
 def test_vggface2_loads_a_locally_made_weights_file_through_facenet(tmp_path, monkeypatch):
     from facenet_pytorch import InceptionResnetV1
 
