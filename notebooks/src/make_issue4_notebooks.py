@@ -361,7 +361,7 @@ plus `token_masks` `(b, f, n)` and `identity_strength` `(b, 1, 1, 1)`. Return th
 from labkit.exercises import check
 
 
-def my_temporal_and_masked_identity(x, temporal_attention, identity_attention, token_masks, identity_strength):
+def my_temporal_identity(x, temporal_attention, identity_attention, token_masks, identity_strength):
     b = x.shape[0]
     # TODO (exercise): temporal residual in layout "(b n) f d", then the gated identity branch
     h = rearrange(x, "b f n d -> (b n) f d")
@@ -370,7 +370,7 @@ def my_temporal_and_masked_identity(x, temporal_attention, identity_attention, t
     return x + identity_strength * token_masks[..., None] * identity_attention(x)
 
 
-check("temporal_identity", my_temporal_and_masked_identity)
+check("temporal_identity", my_temporal_identity)
 """),
 ("md", r"""
 ## The whole block, checked against `nn.MultiheadAttention`
@@ -515,6 +515,8 @@ shot = {k: v[0] for k, v in synthfaces.sample_nuisances(1, generator=gen).items(
 shot.update(yaw=torch.linspace(-0.4, 0.4, num_frames), smile=torch.linspace(0.1, 0.7, num_frames), blink=0.0,
             mouth_open=0.0)
 nuisances = synthfaces.sample_nuisances(num_frames, generator=gen, **shot)
+"""),
+("code", r"""
 traits_a = synthfaces.identity_traits(torch.tensor([a] * num_frames))
 traits_b = synthfaces.identity_traits(torch.tensor([b] * num_frames))
 alpha = torch.linspace(0, 1, num_frames)
@@ -528,8 +530,10 @@ def blend(ta, tb):
 
 
 drift_traits = {k: blend(traits_a[k], traits_b[k]) for k in traits_a}
+"""),
+("code", r"""
 stable, stable_masks = synthfaces.render(traits_a, nuisances, size=64)
-drifting, drifting_masks = synthfaces.render(drift_traits, nuisances, size=64)
+drifting, _ = synthfaces.render(drift_traits, nuisances, size=64)
 references, reference_masks = synthfaces.render_faces(torch.tensor([a] * 3), size=64, generator=gen)  # 3 views of A
 fig = show_images(torch.cat([stable, drifting]), ncols=num_frames, suptitle="top: stable (A)   bottom: A drifting to B")
 fig = show_images(references, titles=["reference 1", "reference 2", "reference 3"])
