@@ -223,6 +223,12 @@ def _notebook_titles() -> dict:
         return {}
 
 
+def _by_notebook(registry, notebook: str | None = None) -> list[str]:
+    """Exercise names grouped by notebook, in notebook order (sections are appended in any order)."""
+    names = registry.list_exercises(notebook)
+    return sorted(names, key=lambda name: registry._REGISTRY[name].notebook)
+
+
 def run_solutions(path, notebook: str | None = None) -> dict:
     """Check every exercise that the file ``path`` defines a function for (named ``name`` or ``my_name``).
 
@@ -240,7 +246,7 @@ def run_solutions(path, notebook: str | None = None) -> dict:
     solutions = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(solutions)
     results = {}
-    for name in registry.list_exercises(notebook):
+    for name in _by_notebook(registry, notebook):
         fn = getattr(solutions, name, None) or getattr(solutions, f"my_{name}", None)
         if fn is None:
             results[name] = None
@@ -266,7 +272,7 @@ def main(argv=None):  # noqa: F811 - the full command line replaces the listing-
     titles = _notebook_titles()
     if args.solutions is None:
         last = None
-        for name in registry.list_exercises(args.notebook):
+        for name in _by_notebook(registry, args.notebook):
             nb = registry._REGISTRY[name].notebook
             if nb != last:
                 print(titles.get(nb[:2], nb))
