@@ -394,3 +394,74 @@ def _check_identity_loss(fn):
         cases.append(run_case(f"B={b} video(s), F={f} frames, R={r} reference(s), temporal_weight={weight}", fn,
                               (video, refs, encoder, weight), expected))
     return cases
+
+
+# =================================================================================== notebooks 01, 06, 08
+# 01_drift: one reverse-diffusion step with a diffusers scheduler ("denoise_step").
+# 06_reference_conditioning: averaging several references into one unit-norm identity ("mean_reference_embedding").
+# 08_training: the v-prediction target that IdentityVideoDiT regresses ("v_target").
+
+
+def _stand_in_model(x, t, scale=1.0):
+    """A fixed "network" for the denoise_step checker: returns a diffusers-style output object."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(sample=scale * torch.tanh(x) * (1 + float(t) / 1000))
+
+
+@register("denoise_step", "01", "call model(x_t, t, **model_kwargs); take .sample when the output has it; then "
+          "scheduler.step(prediction, t, x_t, generator=generator).prev_sample. Pass the generator (a DDPM "
+          "step draws noise with it) and return prev_sample, not pred_original_sample.")
+def _check_denoise_step(fn):
+    from labkit.pipeline import denoise_step, make_scheduler
+
+    cases = []
+    for kind, index, seed, kwargs in [("ddim", 0, 1, None), ("ddim", -1, 2, {"scale": 0.5}), ("ddpm", 0, 3, None),
+                                      ("ddpm", 5, 4, {"scale": 2.0}), ("ddpm", -1, 5, None)]:
+        x = torch.randn(2, 3, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+        expected_sched, learner_sched = make_scheduler(kind), make_scheduler(kind)
+        for s in (expected_sched, learner_sched):
+            s.set_timesteps(10)
+        t = expected_sched.timesteps[index]
+        expected = denoise_step(x, _stand_in_model, t, expected_sched, generator=torch.Generator().manual_seed(seed),
+                                model_kwargs=kwargs)
+        cases.append(run_case(f"{kind.upper()} step at t={int(t)}" + (f", model_kwargs {kwargs}" if kwargs else ""),
+                              fn, (x, _stand_in_model, t, learner_sched, torch.Generator().manual_seed(seed), kwargs),
+                              expected))
+    return cases
+
+
+@register("mean_reference_embedding", "06", "average over the reference axis (dim=-2, the R axis), THEN divide "
+          "by the norm of the mean along the last axis; (R, D) -> (D,), (B, R, D) -> (B, D). Normalising before "
+          "averaging, or not re-normalising, gives vectors shorter than 1.")
+def _check_mean_reference_embedding(fn):
+    from labkit.metrics import reference_embedding
+
+    cases = []
+    for shape, seed in [((3, 512), 0), ((1, 512), 1), ((4, 5, 512), 2), ((2, 1, 16), 3), ((3, 2, 8), 4)]:
+        e = torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+        e = e + 0.3  # references of one face agree: their mean is far from zero but shorter than 1
+        e = torch.nn.functional.normalize(e, dim=-1)
+        expected = reference_embedding(e if e.ndim == 3 else e[None])
+        expected = expected if e.ndim == 3 else expected[0]
+        cases.append(run_case(f"embeddings {tuple(shape)} (unit-norm)", fn, (e.clone(),), expected))
+    return cases
+
+
+@register("v_target", "08", "v = sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * x0 with alpha_bar_t = "
+          "alphas_cumprod[t], one value per sample, reshaped to (B, 1, 1, ...) so it broadcasts over every other "
+          "axis. It equals diffusers' DDPMScheduler.get_velocity(x0, noise, t).")
+def _check_v_target(fn):
+    from labkit.pipeline import make_scheduler
+
+    scheduler = make_scheduler("ddpm")
+    ab = scheduler.alphas_cumprod
+    cases = []
+    for shape, steps in [((2, 8, 3, 4, 4), [10, 900]), ((1, 3, 4, 4), [0]), ((3, 2, 3, 2, 2), [999, 500, 1]),
+                         ((4, 5), [250, 250, 700, 3])]:
+        g = torch.Generator().manual_seed(len(shape) + steps[0])
+        x0, noise = torch.rand(*shape, generator=g) * 2 - 1, torch.randn(*shape, generator=g)
+        t = torch.tensor(steps)
+        expected = scheduler.get_velocity(x0, noise, t)
+        cases.append(run_case(f"x0 {tuple(shape)}, t={steps}", fn, (x0, noise, ab.clone(), t), expected))
+    return cases
