@@ -25,9 +25,11 @@ print(device, "quick mode" if QUICK else "full mode")'''
 def build(cells, path):
     nb = nbformat.v4.new_notebook()
     out = []
-    for kind, src in cells:
+    for i, (kind, src) in enumerate(cells):
         src = src.strip("\n")
-        out.append(nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src))
+        cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+        cell.id = f"{Path(path).stem[:2]}-{i:03d}"  # stable ids: regenerating changes only what changed
+        out.append(cell)
     nb.cells = out
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
