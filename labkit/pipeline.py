@@ -177,10 +177,12 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
                                  f"{b}*{r}); give a picture with a face on a background")
         return flat.reshape(b, r, 3, size, size)
 
-    def _model_call(self, x, t, context, given, masks, cuts, tokens, strength, guidance):
+    def _model_call(self, x, t, context, given, masks, cuts, tokens, strength, guidance, routing=None):
         kwargs = dict(context_frames=context, context_mask=given, cuts=cuts)
-        cond = self.model(x, t, face_masks=masks, cross_attention_kwargs={
-            "identity_tokens": tokens, "identity_strength": strength}, **kwargs).sample
+        identity = {"identity_tokens": tokens, "identity_strength": strength}
+        if routing is not None:
+            identity["identity_attention_mask"] = routing
+        cond = self.model(x, t, face_masks=masks, cross_attention_kwargs=identity, **kwargs).sample
         if tokens is None or guidance == 1.0:
             return cond
         uncond = self.model(x, t, face_masks=None, **kwargs).sample
@@ -193,7 +195,8 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
                  face_masks: torch.Tensor | None = None, layout: str = "centred", chunking: bool = True,
                  context_frames: int = 2, cuts_between_chunks: bool = True, reanchor_every: int | None = None,
                  identity_guidance: float = 1.0, init_strength: float = 0.7, check_faces: bool = True,
-                 progress: bool = True,
+                 progress: bool = True, identity_tokens: torch.Tensor | None = None,
+                 character_masks: torch.Tensor | None = None, token_character: torch.Tensor | None = None,
                  output_type: str = "pt", return_dict: bool = True):
         """Generate ``num_frames`` frames of the face in ``reference_images``.
 
@@ -212,6 +215,11 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             from the chunk's last given frame noised to that level and only the remaining steps run
             (SDEdit-style image-to-video). The CPU-trained checkpoint cannot draw a face from pure noise yet,
             so the default is 0.7; a well-trained model can use 1.0.
+        identity_tokens: precomputed tokens (B, L, identity_dim) used instead of encoding reference_images
+            (which still give the keyframe), e.g. several characters' tokens one after the other.
+        character_masks, token_character: region routing for several characters: per-character layout
+            (B, F, C, H, W) and the character of each identity token (L,); each character's face region
+            then attends only to its own tokens (``labkit.identity.region_routing_mask``).
         Returns GeneratorOutput(frames (B, F, 3, H, W), cuts (B, F), face_masks, chunk_starts, strategy),
         or a tuple (frames,) when return_dict is False; output_type "np" gives uint8 (B, F, H, W, 3).
         """
@@ -235,7 +243,11 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
 
         use_tokens = strategy in ("explicit", "face_aware")
         tokens = None
-        if use_tokens:
+        if use_tokens and identity_tokens is not None:
+            if identity_tokens.ndim != 3 or identity_tokens.shape[0] != b:
+                raise ValueError(f"identity_tokens must be (B={b}, L, D), got {tuple(identity_tokens.shape)}")
+            tokens = identity_tokens.to(device)
+        elif use_tokens:
             emb = self.recognizer(refs.reshape(-1, 3, size, size)).reshape(b, refs.shape[1], -1)
             tokens = self.model.encode_identity(emb.to(device))
         layout_masks = self._layout(face_masks, layout, b, num_frames, size, device)
@@ -273,13 +285,20 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             if strategy == "face_aware":
                 new_masks = layout_masks[:, produced:produced + n_new]
                 masks = torch.cat([new_masks[:, :1].expand(b, k, size, size), new_masks], dim=1)
+            routing = None
+            if character_masks is not None and tokens is not None:
+                from labkit.identity import region_routing_mask
+
+                new_cm = character_masks[:, produced:produced + n_new].to(device)
+                cm = torch.cat([new_cm[:, :1].expand(b, k, *new_cm.shape[2:]), new_cm], dim=1)
+                routing = region_routing_mask(cm, token_character, grid=self.model.grid)
             x = randn_tensor((b, f, 3, size, size), generator=generator, device=device)
             if init_strength < 1.0:
                 start = ctx[:, k - 1:k].expand(b, f, 3, size, size)
                 x = self.scheduler.add_noise(start, x, timesteps[:1].repeat(b))
             for t in timesteps:
                 pred = self._model_call(x, t, ctx, given_mask, masks, cuts, tokens, identity_strength,
-                                        identity_guidance)
+                                        identity_guidance, routing)
                 x = self.scheduler.step(pred, t, x, generator=generator).prev_sample
                 if bar is not None:
                     bar.update()

@@ -136,3 +136,17 @@ def test_init_strength_starts_chunks_from_the_last_given_frame(pipe):
     assert (partial.frames - from_noise.frames).abs().mean() > 1e-3
     with pytest.raises(ValueError, match="init_strength"):
         gen(pipe, init_strength=0.0)
+
+
+def test_precomputed_tokens_and_region_routing_for_two_characters(pipe):
+    """Two characters' tokens one after the other; routing each face region to its own tokens changes the video."""
+    tokens = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(0))
+    owner = torch.arange(2).repeat_interleave(4)
+    masks = torch.zeros(1, 6, 2, 16, 16)
+    masks[:, :, 0, :, :8], masks[:, :, 1, :, 8:] = 1.0, 1.0
+    common = dict(strategy="face_aware", identity_tokens=tokens, face_masks=masks.amax(2), token_character=owner)
+    free, routed = gen(pipe, **common).frames, gen(pipe, character_masks=masks, **common).frames
+    assert free.shape == routed.shape == (1, 6, 3, 16, 16)
+    assert (free - routed).abs().mean() > 1e-4
+    with pytest.raises(ValueError, match="identity_tokens must be"):
+        gen(pipe, strategy="explicit", identity_tokens=tokens[0])
