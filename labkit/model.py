@@ -126,7 +126,6 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         if sample_size % patch_size:
             raise ValueError(f"sample_size {sample_size} must be a multiple of patch_size {patch_size}")
         self.grid = (sample_size // patch_size, sample_size // patch_size)
-        num_patches = self.grid[0] * self.grid[1]
         # Per pixel: the noisy frame (3), the clean context frame or zeros (3) and the "given" flag (1).
         self.patch_embed = nn.Linear((2 * in_channels + 1) * patch_size ** 2, dim)
         # Fixed 2-D sine-cosine positions (as DiT): a patch knows where it is from the first step, which
