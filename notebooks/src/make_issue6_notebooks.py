@@ -232,6 +232,10 @@ Drift is read chunk by chunk: the mean normalised identity of the frames each ch
 `chunk_means(scores, chunk_starts)`: `scores` is a (B, F) tensor of per-frame scores, `chunk_starts` the
 first frame of each chunk (increasing, starting at 0). Return a (B, number of chunks) tensor of the mean
 score of each chunk. A chunk with no frames (two equal starts) is left out.
+
+The cell holds a working solution so that the notebook runs from top to bottom. **Replace its body with your
+own** and run it: the checker compares your function with labkit's on several cases. Outside the notebook,
+`python -m labkit.exercises my_solutions.py` checks a file of your solutions.
 """),
     code("""
 import torch
@@ -480,6 +484,10 @@ Routing lets each character's face region attend **only** to that character's id
 * return a bool tensor (B, F, N, L): True where query token n may attend to identity token l, which is when
   the owner of l covers at least `threshold` of patch n. A patch that belongs to no face gets a row of False
   (the attention block then gives it no identity update at all).
+
+The cell holds a working solution so that the notebook runs from top to bottom. **Replace its body with your
+own** and run it: the checker compares your function with labkit's on several cases. Outside the notebook,
+`python -m labkit.exercises my_solutions.py` checks a file of your solutions.
 """),
     code("""
 from labkit.exercises import check
