@@ -266,3 +266,17 @@ def test_a_lab_on_the_real_engine_switching_strategy_mid_generation_shows_the_la
     assert lab.shown.settings == DriftSettings(strategy="keyframe", num_chunks=3)
     assert lab.worker.stats["errors"] == 0 and "driftlab-mean" in lab.figures_view.value
     lab.close()
+
+
+def test_precompute_writes_a_sweep_that_the_lab_loads_for_the_same_model(random_model, tmp_path):
+    from labkit.widgets import STRATEGIES, load_precomputed, precompute, sweep_settings
+
+    assert len(sweep_settings()) == 4 * 16, "every strategy at identity_strength 0, 0.1, ..., 1.5"
+    path = tmp_path / "sweep.npz"
+    made = precompute(path, strengths=[0.5], model_path=random_model)
+    assert [r.settings.strategy for r in made] == list(STRATEGIES)
+    lab = DriftLab(model_path=random_model, autostart=False)
+    assert load_precomputed(lab.cache, path, model_path=random_model) == len(STRATEGIES)
+    assert lab.request(DriftSettings(identity_strength=0.5, strategy="keyframe")) == "cache"
+    assert lab.history[-1][0] == "precomputed"
+    lab.close()

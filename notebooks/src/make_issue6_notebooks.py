@@ -76,7 +76,7 @@ training), measured with the frozen recognizer f:
   the floor, and the variety (how much the picture changes within a shot).
 
 Why it stays responsive on a small CPU: the settings already computed come back from a cache, the shipped
-sweep (`data/drift_sweep.npz`, every strategy x every `identity_strength` position; rebuild it with
+sweep (`data/drift_sweep.npz`, every strategy x `identity_strength` 0, 0.1, ..., 1.5; rebuild it with
 `python -m labkit.widgets precompute`) is loaded into that cache, and new settings are computed by one
 background thread that always works on the *latest* request: moving a slider again abandons the old one.
 """),
