@@ -245,7 +245,7 @@ def load_model(path=None, device=None, dtype=torch.float32) -> IdentityVideoDiT:
         raise ValueError(f"no IdentityVideoDiT checkpoint at {path}: expected config.json and "
                          "diffusion_pytorch_model.safetensors (save one with model.save_pretrained(path))")
     try:
-        model = IdentityVideoDiT.from_pretrained(path, torch_dtype=dtype)
+        model = IdentityVideoDiT.from_pretrained(path, torch_dtype=dtype, low_cpu_mem_usage=False)
     except Exception as err:  # noqa: BLE001 - re-raised with the folder named
         raise ValueError(f"could not load the IdentityVideoDiT checkpoint at {path}: it is missing or corrupt "
                          f"({type(err).__name__}: {str(err)[:200]})") from err

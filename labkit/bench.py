@@ -1,0 +1,382 @@
+"""The drift benchmark and the speed benchmark of the shipped checkpoint.
+
+    python -m labkit.bench drift --out outputs/bench [--quick]   # figures JSON, PNG plots, a video
+    python -m labkit.bench speed [--device cuda]                   # training clips/s, sampling s/clip, MFU
+
+(``python -m labkit.metrics bench|speed`` is the same command.)
+
+The drift benchmark runs :class:`labkit.pipeline.ReferenceConditionedGenerator` on held-out identities
+(``synthfaces.test_ids``) over long videos of 8 chunks with a cut between chunks, and measures them with
+:mod:`labkit.metrics` against a ceiling and floor measured at the model's resolution. Scoring uses
+references rendered separately from the ones the generator is given, so copying the keyframe is not
+rewarded more than keeping the identity. Sections: the four strategies; an identity_strength sweep 0..1.5
+(identity against variety); 1..5 references; degraded references (noise, blur); two-character scenes with
+and without separators and with region routing (bleed, swap rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+DEGRADATIONS = {"clean": (0.0, 0.0), "noise 0.25": (0.25, 0.0), "noise 0.5": (0.5, 0.0),
+                "blur 1": (0.0, 1.0), "blur 2": (0.0, 2.0)}
+
+
+def frames_for_chunks(num_chunks: int, max_frames: int = 8, context_frames: int = 2) -> int:
+    """Frames of a video of ``num_chunks`` chunks: max_frames - 1 new frames, then max_frames - context each."""
+    return (max_frames - 1) + (num_chunks - 1) * (max_frames - context_frames)
+
+
+def degrade(images: torch.Tensor, noise: float, blur: float, seed: int = 0) -> torch.Tensor:
+    """Reference images (..., 3, H, W) in [-1, 1] with Gaussian blur (sigma, pixels) then Gaussian noise."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    out = images
+    if blur > 0:
+        k = 2 * int(3 * blur) + 1
+        out = gaussian_blur(out.reshape(-1, *out.shape[-3:]), [k, k], [blur, blur]).reshape(out.shape)
+    if noise > 0:
+        out = out + noise * torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    return out.clamp(-1, 1)
+
+
+class Bench:
+    """Shared state of one benchmark run: generator, recognizer, identities, levels, settings."""
+
+    def __init__(self, quick: bool, device=None, checkpoint=None, seed: int = 0):
+        from labkit.metrics import embed_frames, identity_levels
+        from labkit.pipeline import ReferenceConditionedGenerator
+        from labkit.synthfaces import make_clips, test_ids
+
+        self.quick, self.seed = quick, seed
+        self.pipe = ReferenceConditionedGenerator.from_shipped(device=device, path=checkpoint)
+        self.recognizer = self.pipe.recognizer
+        cfg = self.pipe.model.config
+        self.size, self.max_frames = cfg.sample_size, cfg.max_frames
+        self.steps = 10 if quick else 20
+        self.num_chunks = 8
+        self.num_frames = frames_for_chunks(self.num_chunks, self.max_frames)
+        n = 4 if quick else 12
+        self.ids = test_ids(n)
+        self.levels = identity_levels(self.recognizer, test_ids(16, offset=500), size=self.size)
+        g = torch.Generator().manual_seed(seed)
+        given = make_clips(self.ids, num_frames=self.num_frames, size=self.size, num_refs=5, num_cuts=7, generator=g)
+        scoring = make_clips(self.ids, num_frames=1, size=self.size, num_refs=3, generator=g)
+        self.references, self.layout = given.references, given.masks  # (B, 5, 3, S, S), (B, F, S, S)
+        self.real = given  # real clips of the same identities: the variety a real video has
+        self.score_refs = embed_frames(self.recognizer, scoring.references)  # (B, 3, 512)
+
+    def run(self, num_refs=3, strength=0.8, strategy="explicit", num_chunks=None, refs=None, **kw):
+        """Generate one batch of videos (all identities at once) and measure them."""
+        from labkit.metrics import embed_frames, reference_similarity, summarise_video
+
+        num_frames = frames_for_chunks(num_chunks or self.num_chunks, self.max_frames)
+        refs = self.references[:, :num_refs] if refs is None else refs
+        out = self.pipe.generate(reference_images=refs, num_frames=num_frames, identity_strength=strength,
+                                 strategy=strategy, generator=torch.Generator().manual_seed(self.seed + 1),
+                                 num_inference_steps=self.steps, face_masks=self.layout[:, :num_frames],
+                                 check_faces=False, progress=False, **kw)
+        frames = out.frames.cpu()
+        emb = embed_frames(self.recognizer, frames)
+        sim = reference_similarity(emb, self.score_refs)
+        figures = summarise_video(sim, emb, frames, self.levels, cuts=out.cuts, chunk_starts=out.chunk_starts)
+        return figures, frames
+
+
+SCENE_VARIANTS = ("no separators", "separators", "separators + routing")
+
+
+@torch.no_grad()
+def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
+    """Two characters side by side: bleed and swap rate with and without separators, and with region routing.
+
+    The keyframe is the real scene's first frame; identity tokens are the two characters' tokens one after
+    the other (``identity_tokens``), identity attention is limited to the union of the face masks. The shipped
+    model was trained on one character per clip and has no learned separator: here a separator is a zero
+    token after each character's tokens. Routing limits each face region to its own character's tokens.
+    Scored against separately rendered references of each character, per face region.
+    """
+    from labkit.metrics import bleed_and_swap, embed_frames, scene_similarity
+    from labkit.synthfaces import make_clips, make_scenes, test_ids
+
+    model, rec = bench.pipe.model, bench.recognizer
+    ids = test_ids(2 * num_scenes, offset=200).view(num_scenes, 2)
+    num_frames = frames_for_chunks(num_chunks, bench.max_frames)
+    g = torch.Generator().manual_seed(bench.seed + 2)
+    scenes = make_scenes(ids, num_frames=num_frames + 1, size=bench.size, num_refs=3, generator=g)
+    scoring = make_clips(ids.reshape(-1), num_frames=1, size=bench.size, num_refs=3, generator=g).references
+    score_emb = embed_frames(rec, scoring).reshape(num_scenes, 2, 3, -1)
+    layout = scenes.masks[:, 1:]  # (B, F, 2, S, S): where each character's face is in the generated frames
+    emb = embed_frames(rec, scenes.references.flatten(0, 1)).reshape(num_scenes, 2, 3, -1)  # (B, 2, R, 512)
+    emb = emb.to(model.device)
+    tokens = [model.encode_identity(emb[:, c]) for c in range(2)]
+    t = tokens[0].shape[1]
+    null = torch.zeros_like(tokens[0][:, :1])
+    variants = {
+        "no separators": (torch.cat(tokens, 1), torch.arange(2).repeat_interleave(t), False),
+        "separators": (torch.cat([tokens[0], null, tokens[1], null], 1), torch.arange(2).repeat_interleave(t + 1),
+                       False),
+        "separators + routing": (torch.cat([tokens[0], null, tokens[1], null], 1),
+                                 torch.arange(2).repeat_interleave(t + 1), True),
+    }
+    real = scene_similarity(rec, scenes.frames[:, 1:], layout, score_emb)
+    results = {"num_scenes": num_scenes, "num_frames": num_frames, "real_scenes": bleed_and_swap(real)}
+    frames_out = {}
+    for name, (tok, owner, routed) in variants.items():
+        out = bench.pipe.generate(reference_images=scenes.frames[:, :1], num_frames=num_frames,
+                                  strategy="face_aware", identity_strength=0.8, identity_tokens=tok,
+                                  face_masks=layout.amax(2), character_masks=layout if routed else None,
+                                  token_character=owner, generator=torch.Generator().manual_seed(bench.seed + 3),
+                                  num_inference_steps=bench.steps, check_faces=False, progress=False)
+        frames = out.frames.cpu()
+        sim = scene_similarity(rec, frames, layout, score_emb)
+        last = out.chunk_starts[-1]
+        results[name] = {**bleed_and_swap(sim), "last_chunk": bleed_and_swap(sim[:, last:])}
+        frames_out[name] = frames
+    return results, frames_out
+
+
+def _plot(path, xs, series: dict, xlabel, ylabel, title, xticks=None, hline=None):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, ys in series.items():
+        ax.plot(xs[: len(ys)], ys, marker="o", label=name)
+    if hline is not None:
+        ax.axhline(hline, color="grey", lw=0.8, ls="--")
+    if xticks is not None:
+        ax.set_xticks(range(len(xticks)), xticks)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, seed=0) -> dict:
+    """Run every section, write ``bench.json``, PNG plots and ``strategies.mp4`` (or .gif) into ``out``."""
+    from tqdm.auto import tqdm
+
+    from labkit.common import save_video
+    from labkit.metrics import embed_frames, reference_similarity, variety
+    from labkit.pipeline import STRATEGIES
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    bench = Bench(quick, device, checkpoint, seed)
+    results = {"quick": quick, "levels": bench.levels, "num_identities": len(bench.ids),
+               "num_frames": bench.num_frames, "num_chunks": bench.num_chunks, "steps": bench.steps,
+               "checkpoint": str(checkpoint or "shipped (data/identity_video_dit)")}
+    real_emb = embed_frames(bench.recognizer, bench.real.frames)
+    real_sim = reference_similarity(real_emb, bench.score_refs)
+    results["real_clips"] = {"variety": variety(bench.real.frames, bench.real.cuts).mean().item(),
+                             "similarity": real_sim.mean().item()}
+
+    jobs = [("strategy", s) for s in STRATEGIES]
+    jobs += [("strength", s) for s in (STRENGTHS[::2] if quick else STRENGTHS)]
+    jobs += [("refs", r) for r in ((1, 3, 5) if quick else (1, 2, 3, 4, 5))]
+    jobs += [("degraded", d) for d in (("clean", "noise 0.5", "blur 2") if quick else DEGRADATIONS)]
+    sections = {"strategies": {}, "strength_sweep": {}, "num_references": {}, "degraded_references": {}}
+    videos = {}
+    short = 3  # chunks for the sweeps: enough for drift to start, cheap enough for many settings
+    for kind, value in tqdm(jobs, desc="benchmark"):
+        if kind == "strategy":
+            fig, frames = bench.run(strategy=value)
+            sections["strategies"][value] = fig
+            videos[value] = frames[0]
+        elif kind == "strength":
+            sections["strength_sweep"][str(value)] = bench.run(strength=value, num_chunks=short)[0]
+        elif kind == "refs":
+            sections["num_references"][str(value)] = bench.run(num_refs=value, num_chunks=short)[0]
+        else:
+            noise, blur = DEGRADATIONS[value]
+            refs = degrade(bench.references[:, :3], noise, blur, seed)
+            sections["degraded_references"][value] = bench.run(refs=refs, num_chunks=short)[0]
+    results.update(sections)
+    results["multi_character"], scene_frames = run_scenes(bench, num_scenes=4 if quick else 12)
+    results["seconds"] = time.perf_counter() - start
+
+    strat = sections["strategies"]
+    _plot(out / "drift_per_chunk.png", list(range(1, bench.num_chunks + 1)),
+          {k: v["per_chunk_normalised"] for k, v in strat.items()}, "chunk (a cut before each)",
+          "normalised identity", f"Drift over {bench.num_chunks} chunks, {len(bench.ids)} held-out ids", hline=0)
+    sweep = sections["strength_sweep"]
+    xs = [float(k) for k in sweep]
+    real_variety = results["real_clips"]["variety"]
+    _plot(out / "strength_sweep.png", xs, {"normalised identity": [v["normalised_identity"] for v in sweep.values()],
+                                           "variety / real variety": [v["variety"] / real_variety
+                                                                      for v in sweep.values()]},
+          "identity_strength", "score", "Identity vs variety (explicit strategy)")
+    refs = sections["num_references"]
+    _plot(out / "num_references.png", [int(k) for k in refs],
+          {"normalised identity": [v["normalised_identity"] for v in refs.values()]}, "references", "score",
+          "More references")
+    deg = sections["degraded_references"]
+    _plot(out / "degraded_references.png", list(range(len(deg))),
+          {"normalised identity": [v["normalised_identity"] for v in deg.values()]}, "reference quality", "score",
+          "Degraded references", xticks=list(deg))
+    _bars(out / "multi_character.png", results["multi_character"])
+    grid = torch.cat([videos[s] for s in STRATEGIES], dim=-1)  # side by side: (F, 3, S, 4S)
+    results["video"] = str(save_video(grid, out / "strategies.mp4", fps=6, scale=3))
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _bars(path, scenes: dict) -> None:
+    """Own-identity score, bleed and swap rate per scene variant, real scenes first."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = ["real_scenes", *SCENE_VARIANTS]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    width = 0.27
+    for i, key in enumerate(("own", "bleed", "swap_rate")):
+        ax.bar([j + (i - 1) * width for j in range(len(names))], [scenes[n][key] for n in names], width, label=key)
+    ax.set_xticks(range(len(names)), [n.replace("_", " ").replace(" + ", "\n+ ") for n in names], fontsize=8)
+    ax.set_title("Two characters: own identity, bleed, swaps")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_table(results: dict) -> None:
+    """The strategies table and the sweeps as plain text."""
+    lv = results["levels"]
+    print(f"levels at {lv['size']}px: ceiling {lv['ceiling']:.3f}, floor {lv['floor']:.3f}; "
+          f"{results['num_identities']} held-out ids, {results['num_frames']} frames in {results['num_chunks']} chunks")
+    print(f"{'strategy':<11} {'norm.id':>8} {'chunk1':>7} {'chunk8':>7} {'stab.':>6} {'subj.':>6} {'>thr':>5} "
+          f"{'variety':>7}")
+    for name, f in results["strategies"].items():
+        pc = f["per_chunk_normalised"]
+        print(f"{name:<11} {f['normalised_identity']:8.3f} {pc[0]:7.3f} {pc[-1]:7.3f} {f['stability']:6.3f} "
+              f"{f['subject_consistency']:6.3f} {f['share_above_threshold']:5.2f} {f['variety']:7.3f}")
+    print(f"real clips: variety {results['real_clips']['variety']:.3f}")
+    for title, key in (("strength", "strength_sweep"), ("references", "num_references"),
+                       ("reference quality", "degraded_references")):
+        row = ", ".join(f"{k}: {v['normalised_identity']:.3f} (var {v['variety']:.3f})"
+                        for k, v in results[key].items())
+        print(f"{title}: {row}")
+    mc = results["multi_character"]
+    print(f"two characters ({mc['num_scenes']} scenes): " + "; ".join(
+        f"{k}: own {mc[k]['own']:.3f} bleed {mc[k]['bleed']:.3f} swap {mc[k]['swap_rate']:.2f}"
+        for k in ("real_scenes", *SCENE_VARIANTS)))
+
+
+def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
+    """Training clips per second (preset's batch) and sampling seconds per 16-frame clip, on ``device``.
+
+    On a CUDA device it also reports model FLOP/s in bf16 and the model FLOPs utilisation against the GPU's
+    dense bf16 peak (known for A100/H100/H200/L4/T4; otherwise n/a).
+    """
+    from dataclasses import replace
+
+    from labkit.common import get_device
+    from labkit.faces import FaceRecognitionBackbone
+    from labkit.model import IdentityVideoDiT
+    from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
+    from labkit.train import PRESETS, compute_loss, make_batch
+
+    device = torch.device(device) if device else get_device()
+    cfg = replace(PRESETS[preset], device=str(device))
+    model = IdentityVideoDiT(sample_size=cfg.size, max_frames=cfg.num_frames, **cfg.model).to(device)
+    recognizer = FaceRecognitionBackbone(device=device)
+    sched = make_scheduler("ddpm")
+    sched.alphas_cumprod = sched.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    use_bf16 = device.type == "cuda"
+    flops = None
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        batch = make_batch(cfg, i, recognizer, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            if i == 1 and device.type == "cuda":
+                from torch.utils.flop_counter import FlopCounterMode
+
+                with FlopCounterMode(display=False) as counter:
+                    loss, _ = compute_loss(model, sched, batch, cfg)
+                    loss.backward()
+                flops = counter.get_total_flops()
+            else:
+                loss, _ = compute_loss(model, sched, batch, cfg)
+                loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    step_s = sorted(times)[len(times) // 2]
+    result = {"device": str(device), "threads": torch.get_num_threads(), "preset": preset,
+              "train_clips_per_s": cfg.batch_size / step_s, "train_step_s": step_s}
+    if flops:
+        peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+        name = torch.cuda.get_device_name(device)
+        p = next((v for k, v in peak.items() if k in name), None)
+        result["model_tflops_per_s"] = flops / step_s / 1e12
+        result["mfu_bf16"] = flops / step_s / p if p else None
+    pipe = ReferenceConditionedGenerator(model.eval(), make_scheduler("ddim"), recognizer=recognizer)
+    refs = torch.zeros(1, 3, 3, cfg.size, cfg.size)
+    for init_strength in (1.0, 0.7):  # from pure noise (20 steps a chunk); the generator's default (14 steps)
+        t0 = time.perf_counter()
+        out = pipe.generate(reference_images=refs, num_frames=16, num_inference_steps=20, check_faces=False,
+                            progress=False, init_strength=init_strength,
+                            generator=torch.Generator(device="cpu").manual_seed(0))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        result[f"sample_s_per_16_frames_init_{init_strength}"] = time.perf_counter() - t0
+    result["sample_chunks_per_16_frames"] = len(out.chunk_starts)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Drift and speed benchmarks of the shipped checkpoint")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("drift", aliases=["bench"], help="drift benchmark: JSON, PNG plots, a video")
+    b.add_argument("--out", default="outputs/bench")
+    b.add_argument("--quick", action="store_true", help="fewer identities and settings (also LABKIT_QUICK=1)")
+    b.add_argument("--checkpoint", help="an IdentityVideoDiT folder (default: the shipped one)")
+    b.add_argument("--device")
+    b.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy CPU)")
+    s = sub.add_parser("speed", help="training clips/s and sampling seconds per 16-frame clip")
+    s.add_argument("--device")
+    s.add_argument("--preset", default="cpu-ship")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.command in ("drift", "bench"):
+        from labkit.common import QUICK
+
+        results = run_bench(args.out, quick=args.quick or QUICK, device=args.device, checkpoint=args.checkpoint)
+        print_table(results)
+        print(f"wrote {args.out}/bench.json, PNG plots and {results['video']} in {results['seconds']:.0f} s")
+    else:
+        r = speed(args.device, preset=args.preset)
+        print(f"device {r['device']} ({r['threads']} threads), preset {r['preset']}")
+        print(f"training: {r['train_clips_per_s']:.1f} clips/s ({r['train_step_s']:.2f} s per step)")
+        print(f"sampling: {r['sample_s_per_16_frames_init_1.0']:.2f} s per 16-frame clip from pure noise "
+              f"({r['sample_chunks_per_16_frames']} chunks x 20 DDIM steps); "
+              f"{r['sample_s_per_16_frames_init_0.7']:.2f} s with the default init_strength 0.7 (14 steps a chunk)")
+        if "model_tflops_per_s" in r:
+            mfu = "n/a" if r["mfu_bf16"] is None else f"{100 * r['mfu_bf16']:.1f}%"
+            print(f"model FLOP/s (bf16): {r['model_tflops_per_s']:.1f} TFLOP/s, MFU {mfu}")
+
+
+if __name__ == "__main__":
+    main()
