@@ -199,7 +199,7 @@ def test_welcome_notebook_runs_and_its_slider_changes_the_output(browser, lab):
 
 # ------------------------------------------------------------------------------------- the drift lab (issue 6)
 DRIFTLAB_NOTEBOOK = "driftlab_browser.ipynb"
-DRIFTLAB_CELL = "from labkit.widgets import DriftLab\n\nlab = DriftLab(model_path={model_path!r})\nlab.show()"
+DRIFTLAB_CELL = "from labkit.widgets import DriftLab\n\nlab = DriftLab({args})\nlab.show()"
 
 
 def _driftlab_model(folder: Path) -> str | None:
@@ -252,7 +252,8 @@ def test_driftlab_updates_its_curve_and_figures_when_slider_and_strategy_change(
     print("DriftLab model:", model_path or "the shipped data/identity_video_dit",
           "(untrained stand-in: the shipped model is not there)" if model_path else "")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(DRIFTLAB_CELL.format(model_path=model_path))]
+    args = f"model_path={model_path!r}" if model_path else ""
+    nb.cells = [nbformat.v4.new_code_cell(DRIFTLAB_CELL.format(args=args))]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, lab["root"] / DRIFTLAB_NOTEBOOK)
     page, page_errors = open_notebook(browser, lab, DRIFTLAB_NOTEBOOK)
