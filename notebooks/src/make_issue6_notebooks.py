@@ -694,7 +694,10 @@ The table collects what was measured: the attention share that reaches other cha
 recognizer's bleed and swap rate on generated two-character scenes, beside the real scenes. Routing drives
 the attention share to exactly zero by construction; whether that shows up in pixels depends on the
 model, because the temporal and spatial attention can still carry features from one face to the other,
-and because this model never saw two faces at once during training.
+and because this model never saw two faces at once during training. The `none` row is the yardstick: if the
+three token modes give the same pixels as no tokens at all, the identity attention does not reach the pixels
+of this checkpoint (the token distances above say whether its encoder tells the characters apart), and the
+pixel columns measure what the keyframe carries, not the banks.
 """),
     code("""
 from IPython.display import Markdown, display
@@ -706,6 +709,10 @@ for mode in MODES:
 m = pixel["real scenes (ceiling)"]
 rows.append(f"| real scenes | - | {m['own']:.3f} | {m['bleed']:.3f} | {m['swap_rate']:.1%} |")
 display(Markdown("\\n".join(rows)))
+tokens_effect = pixel["concat"]["own"] - pixel["none"]["own"]
+routing_effect = pixel["routed"]["bleed"] - pixel["concat"]["bleed"]
+print(f"identity tokens (concat) vs none: own {tokens_effect:+.4f}; routed vs concat: bleed {routing_effect:+.4f}, "
+      f"swap rate {pixel['routed']['swap_rate'] - pixel['concat']['swap_rate']:+.1%}")
 """),
     md("""
 **Question.** Routing removes other characters' tokens from a region's identity attention, but the region's
