@@ -23,12 +23,14 @@ seed_everything(0)
 print(device, "quick mode" if QUICK else "full mode")'''
 
 
-def notebook(cells):
+def notebook(cells, prefix):
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [new_markdown_cell(text.strip("\n")) if kind == "md" else new_code_cell(text.strip("\n"))
                 for kind, text in cells]
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating changes only the cells that changed
+        cell.id = f"{prefix}-{i:02d}"
     return nb
 
 
@@ -725,7 +727,7 @@ the fix works on scenes with four characters?
 
 def main():
     for name, cells in [("09_multi_character.ipynb", MULTI), ("10_drift_lab.ipynb", DRIFT_LAB)]:
-        nbformat.write(notebook(cells), HERE / name)
+        nbformat.write(notebook(cells, f"nb{name[:2]}"), HERE / name)
         print("wrote", HERE / name)
 
 
