@@ -168,6 +168,11 @@ class ResultCache:
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 
+    def items(self) -> list:
+        """A snapshot of every (result, source) held, least recently used first."""
+        with self._lock:
+            return list(self._items.values())
+
     def __contains__(self, settings: DriftSettings) -> bool:
         with self._lock:
             return settings.key() in self._items
@@ -185,10 +190,15 @@ class LatestWorker:
     again abandons the old work at its next checkpoint. A result that completes for a superseded request is
     cached (it may be asked for again) but dropped, never shown. Callbacks run on the worker thread:
     ``on_result(result, source, seconds)``, ``on_progress(fraction, message)``, ``on_error(message)``.
+    ``idle()``, if given, is called whenever nothing is pending: it does one small piece of background work and
+    returns whether more is left (the lab draws the views of the precomputed sweep this way).
     """
 
-    def __init__(self, compute, on_result, on_progress=None, on_error=None, cache: ResultCache | None = None):
+    def __init__(self, compute, on_result, on_progress=None, on_error=None, cache: ResultCache | None = None,
+                 idle=None):
         self.compute = compute
+        self.idle = idle
+        self._idle_left = idle is not None
         self.on_result, self.on_progress, self.on_error = on_result, on_progress, on_error
         self.cache = cache if cache is not None else ResultCache()
         self._cond = threading.Condition()
@@ -270,13 +280,23 @@ class LatestWorker:
                     self._cond.notify_all()
         while True:
             with self._cond:
-                while self._pending is None and not self._closed:
+                while self._pending is None and not self._closed and not self._idle_left:
                     self._cond.wait()
                 if self._closed:
                     return
-                generation, settings, requested_at = self._pending
-                self._pending = None
-                self._busy = True
+                if self._pending is None:  # nothing asked for: one piece of background work, then look again
+                    idle_now = True
+                else:
+                    idle_now = False
+                    generation, settings, requested_at = self._pending
+                    self._pending = None
+                    self._busy = True
+            if idle_now:
+                try:
+                    self._idle_left = bool(self.idle())
+                except Exception:  # noqa: BLE001 - background work is optional; never let it stop the worker
+                    self._idle_left = False
+                continue
 
             def progress(fraction, message="", _generation=generation):
                 if not self.is_current(_generation):
@@ -408,6 +428,10 @@ def figures_html(result: DriftResult, source: str, seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- app
+#: Precomputed results whose views the worker draws before it loads the model (the rest follow when idle).
+PREDRAW_FIRST = 6
+
+
 class DriftLab:
     """The interactive drift lab. ``DriftLab().show()`` (or just ``DriftLab()`` as a cell's last line).
 
@@ -462,7 +486,7 @@ class DriftLab:
         self._views: OrderedDict = OrderedDict()        # settings key -> (result, drawn views)
         self._views_lock = threading.Lock()
         self.worker = LatestWorker(self._drawing(compute), self._show, self._on_progress, self._on_error,
-                                   self.cache)
+                                   self.cache, idle=self._predraw)
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
         left = W.VBox([self.controls[k] for k in ("identity_strength", "strategy", "num_references",
@@ -554,6 +578,20 @@ class DriftLab:
                 self._views.popitem(last=False)
         return drawn
 
+    def _predraw(self) -> bool:
+        """Draw the views of the precomputed result nearest the current setting that has none yet (same
+        strategy and nearest strength first). Returns False when every precomputed result has its views."""
+        with self._views_lock:
+            drawn = set(self._views)
+        todo = [r for r, source in self.cache.items() if source == "precomputed" and r.settings.key() not in drawn]
+        if not todo:
+            return False
+        now = self.settings()
+        nearest = min(todo, key=lambda r: (r.settings.strategy != now.strategy,
+                                           abs(r.settings.identity_strength - float(now.identity_strength))))
+        self.views(nearest)
+        return len(todo) > 1
+
     def _drawing(self, compute):
         """``compute`` that also draws each new result's views on the worker thread, off the kernel's thread,
         and whose warm-up also pays matplotlib's first-figure cost (about a second) before any result."""
@@ -565,6 +603,9 @@ class DriftLab:
 
         def warm_up():
             try:
+                for _ in range(PREDRAW_FIRST):  # the neighbours of the first setting, before the model loads
+                    if not self._predraw():
+                        break
                 if getattr(compute, "warm_up", None) is not None:
                     compute.warm_up()
             finally:

@@ -280,3 +280,21 @@ def test_precompute_writes_a_sweep_that_the_lab_loads_for_the_same_model(random_
     assert lab.request(DriftSettings(identity_strength=0.5, strategy="keyframe")) == "cache"
     assert lab.history[-1][0] == "precomputed"
     lab.close()
+
+
+def test_the_worker_draws_precomputed_views_in_the_background_so_showing_one_costs_no_drawing():
+    fake = FakeCompute(steps=0)
+    cache = ResultCache()
+    sweep = [fake(DriftSettings(identity_strength=s / 10), lambda *a: None) for s in range(8)]
+    for r in sweep:
+        cache.put(r, "precomputed")
+    lab = DriftLab(compute=fake, precomputed=False, cache=cache, autostart=False)
+    deadline = time.perf_counter() + 30
+    while len(lab._views) < len(sweep) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert len(lab._views) == len(sweep), "every precomputed result gets its views while the lab is idle"
+    drawn = lab.views(sweep[3])
+    assert lab.request(DriftSettings(identity_strength=0.3)) == "cache"
+    assert bytes(lab.curve_view.value) == drawn["curve"] and lab.views(sweep[3]) is drawn, "shown as drawn"
+    assert len(fake.calls) == len(sweep), "nothing was computed by the lab"
+    lab.close()
