@@ -379,17 +379,17 @@ print("this checkpoint's videos", "DEPEND on its identity tokens" if reads_token
     md("""
 ### Reading the answers
 
-Each verdict above was computed from this run's numbers, not written in advance. When a claim is *not*
-borne out here, the lab usually tells you why:
+Each verdict above was computed from this run's numbers, not written in advance. Whether a claim is borne out
+or not here, the lab can tell you why:
 
 * **the tokens**: if the cell above says the videos do not depend on the identity tokens, the claims about
   the number of references and the strength *cannot* show an effect with this checkpoint, whatever is true of
   commercial models; the lab then measures the keyframe, not the identity injection. A model trained longer,
   or with the identity-preservation loss of notebook 07 switched on, is the fix to try.
-
-* **reference quality**: the recognizer-based identity encoder averages embeddings, which smooths pixel
-  noise; blur removes the small features (brows, marks, eye colour) that tell cartoon identities apart. The
-  keyframe is the first reference, so a noisy keyframe also puts noise into the first chunk's pixels.
+* **reference quality** acts twice: through the identity tokens (the recognizer's embeddings are averaged,
+  which smooths pixel noise, while blur removes the small features, brows, marks, eye colour, that tell
+  cartoon identities apart) and through the keyframe, which is the first reference: its noise or blur is
+  copied into the video's pixels. When the tokens do not matter, a borne-out claim 1 is the keyframe's doing.
 * **number of references**: averaging helps only if single references are unreliable (extreme poses); with
   clean frontal-ish renders one reference may already carry the identity, and the keyframe (always the first
   reference) dominates the first chunk.
