@@ -629,14 +629,26 @@ class DriftLab:
             self.history.append((source, seconds))
 
     def show(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        _display(self.widget)
 
     def _ipython_display_(self):
-        from IPython.display import display
+        _display(self.widget)
 
-        display(self.widget)
+
+def _display(widget) -> None:
+    """Display a widget; on Colab first turn on the widget manager that ipywidgets 8 needs there."""
+    import sys
+
+    from IPython.display import display
+
+    if "google.colab" in sys.modules:
+        try:
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
+        except Exception:  # noqa: BLE001 - older Colab runtimes render ipywidgets without it
+            pass
+    display(widget)
 
 
 # --------------------------------------------------------------------- the real computation behind the lab
