@@ -229,8 +229,11 @@ def plot_losses(losses: list, path, title: str = "training loss") -> Path:
     return path
 
 
-def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, change_schedule: bool = False) -> dict:
     """Train (or resume) a run in folder ``out``. Returns dict(model, losses, seconds, clips_per_second, ...).
+
+    Resuming refuses a checkpoint written with other settings; ``change_schedule=True`` allows a different
+    number of steps only (e.g. shortening a run that a busy CPU cannot finish), recorded in ``summary.json``.
 
     Writes ``out/checkpoint.pt`` every ``cfg.checkpoint_every`` steps and at the end, ``out/model``
     (save_pretrained, safetensors), ``out/loss.png`` and ``out/summary.json``.
@@ -253,15 +256,23 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True) -> 
     # Linear warm-up, then cosine decay to 10% of the peak learning rate.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps))))))
-    step, losses = 0, []
+    step, losses, schedule_changes = 0, [], []
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        _check_same_run(state.get("config", {}), cfg, ckpt_path)
+        saved = dict(state.get("config", {}))
+        if change_schedule and saved.get("steps") != cfg.steps:
+            print(f"changing the schedule of {ckpt_path}: {saved.get('steps')} -> {cfg.steps} steps "
+                  f"from step {state['step']}")
+            schedule_changes.append({"at_step": state["step"], "steps_before": saved.get("steps"),
+                                     "steps_after": cfg.steps})
+            saved["steps"] = cfg.steps
+        _check_same_run(saved, cfg, ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_scheduler"])
         step, losses = state["step"], state["losses"]
+        schedule_changes = state.get("schedule_changes", []) + schedule_changes
         print(f"resumed from {ckpt_path} at step {step}")
     recognizer = FaceRecognitionBackbone(device=device)
     noise_scheduler = make_scheduler("ddpm")
@@ -271,7 +282,8 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True) -> 
 
     def save(at_step):
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict(),
-                      "step": at_step, "losses": losses, "config": asdict(cfg)}, ckpt_path)
+                      "step": at_step, "losses": losses, "config": asdict(cfg),
+                      "schedule_changes": schedule_changes}, ckpt_path)
 
     model.train()
     start, first_step = time.perf_counter(), step
@@ -310,7 +322,7 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True) -> 
     summary = {"steps": step, "seconds_this_session": seconds,
                "clips_per_second": done * cfg.batch_size / seconds if seconds > 0 and done else None,
                "loss_first_20": first, "loss_last_20": last, "device": str(device),
-               "threads": torch.get_num_threads(), "config": asdict(cfg)}
+               "threads": torch.get_num_threads(), "config": asdict(cfg), "schedule_changes": schedule_changes}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return {"model": model, "losses": losses, **summary}
 
@@ -350,6 +362,8 @@ def main(argv=None):
     parser.add_argument("--device")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    parser.add_argument("--change-schedule", action="store_true",
+                        help="resume even though --steps differs from the checkpoint's (the LR schedule changes)")
     parser.add_argument("--fail-nan-at", type=int, help="simulate a NaN loss at this step (tests, demos)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -360,7 +374,8 @@ def main(argv=None):
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     try:
         out = args.out or f"runs/{args.preset}"
-        result = train(cfg, out, resume=not args.fresh, progress=not args.no_progress)
+        result = train(cfg, out, resume=not args.fresh, progress=not args.no_progress,
+                       change_schedule=args.change_schedule)
     except (FloatingPointError, ValueError) as err:
         print(f"ERROR: {err}")
         raise SystemExit(2) from err
