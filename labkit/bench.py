@@ -228,10 +228,24 @@ def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, se
           {"normalised identity": [v["normalised_identity"] for v in deg.values()]}, "reference quality", "score",
           "Degraded references", xticks=list(deg))
     _bars(out / "multi_character.png", results["multi_character"])
+    # Row 0: the keyframe reference; then every 7th frame (about one per chunk) of each strategy.
+    rows = [bench.references[0, :1].expand(7, -1, -1, -1)] + [videos[s][::7] for s in STRATEGIES]
+    _strip(out / "strategies.png", rows, "reference; then every 7th frame of: " + ", ".join(STRATEGIES))
     grid = torch.cat([videos[s] for s in STRATEGIES], dim=-1)  # side by side: (F, 3, S, 4S)
     results["video"] = str(save_video(grid, out / "strategies.mp4", fps=6, scale=3))
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _strip(path, rows: list, title: str) -> None:
+    """Rows of frames (N, 3, S, S) as one PNG, enlarged 3x."""
+    from PIL import Image
+
+    from labkit.common import image_strip
+
+    n = min(len(r) for r in rows)
+    strip = image_strip(torch.cat([r[:n] for r in rows]), ncols=n)
+    Image.fromarray(strip).resize((strip.shape[1] * 3, strip.shape[0] * 3), Image.NEAREST).save(path)
 
 
 def _bars(path, scenes: dict) -> None:
@@ -332,6 +346,7 @@ def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
         result["mfu_bf16"] = flops / step_s / p if p else None
     pipe = ReferenceConditionedGenerator(model.eval(), make_scheduler("ddim"), recognizer=recognizer)
     refs = torch.zeros(1, 3, 3, cfg.size, cfg.size)
+    pipe.generate(reference_images=refs, num_frames=7, num_inference_steps=2, check_faces=False, progress=False)
     for init_strength in (1.0, 0.7):  # from pure noise (20 steps a chunk); the generator's default (14 steps)
         t0 = time.perf_counter()
         out = pipe.generate(reference_images=refs, num_frames=16, num_inference_steps=20, check_faces=False,
