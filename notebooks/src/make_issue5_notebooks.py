@@ -31,6 +31,8 @@ def notebook(cells):
     for kind, text in cells:
         text = text.strip("\n")
         out.append(new_markdown_cell(text) if kind == "md" else new_code_cell(text))
+    for i, cell in enumerate(out):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating a notebook changes only what changed
     nb.cells = out
     return nb
 
@@ -512,9 +514,13 @@ training resumes where it stopped, with the same data order.
 if device.type == "cuda" and not QUICK:
     run_cfg, run_dir = replace(PRESETS["gpu-small"], device="cuda"), "runs/gpu-small"
 else:
-    run_cfg = replace(PRESETS["cpu-tiny"], device=str(device), steps=60 if QUICK else 150)
+    # Quick mode (CI) trains on one thread: on a busy shared CPU two threads mostly wait for each other.
+    run_cfg = replace(PRESETS["cpu-tiny"], device=str(device), steps=60 if QUICK else 150,
+                      num_threads=1 if QUICK else None)
     run_dir = "runs/cpu-tiny-quick" if QUICK else "runs/cpu-tiny"
+threads = torch.get_num_threads()
 result = train(run_cfg, run_dir, resume=True)
+torch.set_num_threads(threads)
 print(f"loss {result['loss_first_20']:.3f} -> {result['loss_last_20']:.3f} in {result['seconds_this_session']:.0f} s, "
       f"{result['clips_per_second'] or 0:.1f} clips/s")'''),
     code('''from IPython.display import Image, display
