@@ -124,6 +124,12 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="different run.*seed.*steps"):
         train(replace(cfg, steps=4, seed=5), tmp_path, progress=False)
     train(replace(cfg, steps=2, checkpoint_every=1), tmp_path, progress=False)  # bookkeeping may change
+    # Shortening or lengthening a run is allowed only when asked for, and recorded.
+    result = train(replace(cfg, steps=3), tmp_path, progress=False, change_schedule=True)
+    assert result["steps"] == 3
+    assert result["schedule_changes"] == [{"at_step": 2, "steps_before": 2, "steps_after": 3}]
+    with pytest.raises(ValueError, match="seed"):
+        train(replace(cfg, steps=4, seed=5), tmp_path, progress=False, change_schedule=True)
 
 
 def test_presets_are_what_the_issue_asks_for():
