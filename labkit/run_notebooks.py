@@ -26,10 +26,16 @@ _PEAK_MARKER = "LABKIT_PEAK_RSS_MB="
 #: Quick-mode budgets: peak memory of one notebook's kernel (MB) and wall time of the whole sequence (s).
 PEAK_BUDGET_MB = 1536
 TOTAL_BUDGET_S = 15 * 60
+# On Linux, VmHWM in /proc/self/status is this process's own peak. ru_maxrss is not: Linux carries it over
+# from the parent at fork and across exec, so a kernel started by a big process (a long pytest run) would
+# report the parent's size. macOS has no /proc; there ru_maxrss (bytes) is the fallback.
 _PEAK_CELL = (
     "import resource, sys\n"
-    "_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    f"print('{_PEAK_MARKER}' + str(_kb / (1024 * 1024 if sys.platform == 'darwin' else 1024)))"
+    "try:\n"
+    "    _kb = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+    "except OSError:\n"
+    "    _kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == 'darwin' else 1)\n"
+    f"print('{_PEAK_MARKER}' + str(_kb / 1024))"
 )
 
 
