@@ -428,8 +428,11 @@ def figures_html(result: DriftResult, source: str, seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- app
-#: Precomputed results whose views the worker draws before it loads the model (the rest follow when idle).
-PREDRAW_FIRST = 6
+#: Precomputed results whose views the worker draws before it loads the model (the rest follow when idle):
+#: 14 covers every setting one move away from the first (strength +-0.1 or +-0.2, or another strategy +-0.1).
+PREDRAW_FIRST = 14
+#: In that order, another strategy counts as far as this much identity_strength.
+_STRATEGY_DISTANCE = 0.15
 
 
 class DriftLab:
@@ -579,16 +582,16 @@ class DriftLab:
         return drawn
 
     def _predraw(self) -> bool:
-        """Draw the views of the precomputed result nearest the current setting that has none yet (same
-        strategy and nearest strength first). Returns False when every precomputed result has its views."""
+        """Draw the views of the precomputed result nearest the current setting that has none yet (nearest
+        strength first; another strategy counts as 0.15 of strength). False when every one has its views."""
         with self._views_lock:
             drawn = set(self._views)
         todo = [r for r, source in self.cache.items() if source == "precomputed" and r.settings.key() not in drawn]
         if not todo:
             return False
         now = self.settings()
-        nearest = min(todo, key=lambda r: (r.settings.strategy != now.strategy,
-                                           abs(r.settings.identity_strength - float(now.identity_strength))))
+        nearest = min(todo, key=lambda r: _STRATEGY_DISTANCE * (r.settings.strategy != now.strategy)
+                      + abs(r.settings.identity_strength - float(now.identity_strength)))
         self.views(nearest)
         return len(todo) > 1
 
