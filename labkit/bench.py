@@ -230,22 +230,37 @@ def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, se
     _bars(out / "multi_character.png", results["multi_character"])
     # Row 0: the keyframe reference; then every 7th frame (about one per chunk) of each strategy.
     rows = [bench.references[0, :1].expand(7, -1, -1, -1)] + [videos[s][::7] for s in STRATEGIES]
-    _strip(out / "strategies.png", rows, "reference; then every 7th frame of: " + ", ".join(STRATEGIES))
+    _strip(out / "strategies.png", rows, "the reference, then every 7th frame (about one per chunk)",
+           labels=["reference", *STRATEGIES])
     grid = torch.cat([videos[s] for s in STRATEGIES], dim=-1)  # side by side: (F, 3, S, 4S)
     results["video"] = str(save_video(grid, out / "strategies.mp4", fps=6, scale=3))
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-def _strip(path, rows: list, title: str) -> None:
-    """Rows of frames (N, 3, S, S) as one PNG, enlarged 3x."""
-    from PIL import Image
+def _strip(path, rows: list, title: str, labels: list | None = None) -> None:
+    """Rows of frames (N, 3, S, S) as one PNG, each row named on the left by ``labels``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
 
     from labkit.common import image_strip
 
     n = min(len(r) for r in rows)
     strip = image_strip(torch.cat([r[:n] for r in rows]), ncols=n)
-    Image.fromarray(strip).resize((strip.shape[1] * 3, strip.shape[0] * 3), Image.NEAREST).save(path)
+    fig, ax = plt.subplots(figsize=(1.0 * n + 1.5, 1.0 * len(rows) + 0.6))
+    ax.imshow(strip, interpolation="nearest")
+    row_height = strip.shape[0] / len(rows)
+    ax.set_yticks([row_height * (i + 0.5) for i in range(len(rows))], labels or [""] * len(rows))
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _bars(path, scenes: dict) -> None:
