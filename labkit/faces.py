@@ -200,41 +200,56 @@ def _vggface2_cached_file() -> Path:
     return Path(get_torch_home()) / "checkpoints" / os.path.basename(VGGFACE2_URL)
 
 
+def _unreachable(url: str, timeout: float) -> str | None:
+    """None when ``url``'s host accepts a connection within ``timeout`` s, else why not.
+
+    Runs in a thread joined with a timeout because DNS lookups ignore socket timeouts.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    outcome = {}
+
+    def probe():
+        try:
+            socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout / 2).close()
+            outcome["ok"] = True
+        except OSError as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return None if outcome.get("ok") else str(outcome.get("error", f"no answer within {timeout:.0f} s"))
+
+
 def _ensure_vggface2(timeout: float = 8.0) -> Path:
-    """The cached vggface2 file, downloading it if possible; offline, a clear error within ``timeout`` s."""
+    """The cached vggface2 file, downloading it if possible; offline, a clear error within ``timeout`` s.
+
+    Reachability is checked first, with a bounded wait; only then does the download (about 110 MB, with a
+    progress bar) start, so that a slow but working connection is not mistaken for no connection.
+    """
     cached = _vggface2_cached_file()
     if cached.exists():
         return cached
     from torch.hub import download_url_to_file
 
+    advice = (f"Download {VGGFACE2_URL} elsewhere and put it at {cached} (facenet-pytorch's cache; set "
+              "TORCH_HOME to move it), or pass "
+              "FaceRecognitionBackbone(weights='/path/to/20180402-114759-vggface2.pt'). "
+              "weights='synthfaces' works offline.")
+    why = _unreachable(VGGFACE2_URL, timeout)
+    if why is not None:
+        raise RuntimeError(f"could not download the vggface2 weights for InceptionResnetV1 ({why}). This machine "
+                           f"seems to be offline. {advice}")
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".partial")
-    outcome = {}
-
-    def fetch():
-        import socket
-
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(timeout / 2)
-        try:
-            download_url_to_file(VGGFACE2_URL, str(tmp), progress=False)
-            tmp.replace(cached)
-            outcome["ok"] = True
-        except Exception as e:  # noqa: BLE001 - reported below with instructions
-            outcome["error"] = e
-        finally:
-            socket.setdefaulttimeout(previous)
-
-    thread = threading.Thread(target=fetch, daemon=True)  # DNS lookups ignore socket timeouts: bound it here
-    thread.start()
-    thread.join(timeout)
-    if not outcome.get("ok"):
-        why = outcome.get("error", f"no answer within {timeout:.0f} s")
-        raise RuntimeError(
-            f"could not download the vggface2 weights for InceptionResnetV1 ({why}). This machine seems to be "
-            f"offline. Download {VGGFACE2_URL} elsewhere and put it at {cached} (facenet-pytorch's cache; set "
-            "TORCH_HOME to move it), or pass FaceRecognitionBackbone(weights='/path/to/20180402-114759-vggface2.pt'). "
-            "weights='synthfaces' works offline.")
+    try:
+        download_url_to_file(VGGFACE2_URL, str(tmp), progress=True)
+    except Exception as e:  # noqa: BLE001 - reported with instructions
+        raise RuntimeError(f"downloading the vggface2 weights failed ({e}). {advice}") from e
+    tmp.replace(cached)
     return cached
 
 

@@ -1,6 +1,7 @@
 """The face toolkit: MTCNN on a real photo, the frozen recognizers, their weights and their failure modes."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,22 @@ def test_vggface2_offline_error_is_fast_and_says_what_to_do(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="offline.*TORCH_HOME|weights="):
         faces.FaceRecognitionBackbone("vggface2")
     assert time.time() - t0 < 10
+
+
+def test_a_slow_vggface2_download_is_not_mistaken_for_being_offline(tmp_path, monkeypatch):
+    """Once the host answers, the download runs to the end however long it takes (110 MB on a slow line)."""
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(faces, "_unreachable", lambda url, timeout: None)
+
+    def slow_download(url, dst, progress=True):
+        time.sleep(0.3)
+        Path(dst).write_bytes(b"weights")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", slow_download)
+    path = faces._ensure_vggface2(timeout=0.05)
+    assert path.read_bytes() == b"weights" and path.name == "20180402-114759-vggface2.pt"
 
 
 def test_corrupt_cached_vggface2_file_gives_a_clear_error(tmp_path, monkeypatch):
