@@ -47,7 +47,12 @@ def lab(tmp_path_factory):
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         shutil.copy(nb, root / nb.name)
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, LABKIT_QUICK="1", JUPYTER_PLATFORM_DIRS="1")
+    # A config folder of its own, with the "Jupyter news?" pop-up switched off: it would sit over the cells.
+    config = tmp_path_factory.mktemp("jupyter_config")
+    (config / "labconfig").mkdir()
+    (config / "labconfig" / "page_config.json").write_text(
+        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
+    env = dict(os.environ, LABKIT_QUICK="1", JUPYTER_PLATFORM_DIRS="1", JUPYTER_CONFIG_DIR=str(config))
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
            "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
