@@ -3,45 +3,7 @@
     .venv/bin/python notebooks/src/make_issue3_notebooks.py
 """
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent
-
-SETUP = '''# Setup: on Colab this installs labkit from its repository; anywhere else it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install -q "labkit @ git+https://github.com/character-consistency-lab/labkit"'''
-
-DEVICE = '''from labkit.common import QUICK, get_device, seed_everything
-
-device = get_device()
-seed_everything(0)
-print(device, "quick mode" if QUICK else "full mode")'''
-
-
-def notebook(cells):
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [new_markdown_cell(text.strip("\n")) if kind == "md" else new_code_cell(text.strip("\n"))
-                for kind, text in cells]
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i:02d}"  # stable ids: regenerating an unchanged notebook changes nothing
-    nbformat.validate(nb)
-    return nb
-
-
-def md(text):
-    return ("md", text)
-
-
-def code(text):
-    return ("code", text)
-
+from nbwriter import DEVICE, SETUP, code, md, write_notebook
 
 # ----------------------------------------------------------------------------------------- 02_synthetic_faces
 NB02 = [
@@ -607,5 +569,4 @@ the model look worse than it is?
 
 if __name__ == "__main__":
     for name, cells in [("02_synthetic_faces", NB02), ("03_face_embeddings", NB03)]:
-        nbformat.write(notebook(cells), HERE / f"{name}.ipynb")
-        print("wrote", HERE / f"{name}.ipynb")
+        write_notebook(cells, name)

@@ -3,38 +3,7 @@
     .venv/bin/python notebooks/src/make_issue4_notebooks.py
 """
 
-from pathlib import Path
-
-import nbformat
-
-HERE = Path(__file__).resolve().parent.parent
-
-SETUP = '''# Setup: on Colab this installs labkit from its repository; anywhere else it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install -q "labkit @ git+https://github.com/character-consistency-lab/labkit"'''
-
-DEVICE = '''from labkit.common import QUICK, get_device, seed_everything
-
-device = get_device()
-seed_everything(0)
-print(device, "quick mode" if QUICK else "full mode")'''
-
-
-def build(cells, path):
-    nb = nbformat.v4.new_notebook()
-    out = []
-    for i, (kind, src) in enumerate(cells):
-        src = src.strip("\n")
-        cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
-        cell.id = f"{Path(path).stem[:2]}-{i:03d}"  # stable ids: regenerating changes only what changed
-        out.append(cell)
-    nb.cells = out
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
+from nbwriter import DEVICE, SETUP, write_notebook
 
 NB04 = [
 ("md", r"""
@@ -681,5 +650,4 @@ drift, and what would happen to training if you used only the temporal term?
 
 if __name__ == "__main__":
     for name, cells in [("04_identity_encoder", NB04), ("05_identity_attention", NB05), ("07_identity_losses", NB07)]:
-        build(cells, HERE / f"{name}.ipynb")
-        print("wrote", HERE / f"{name}.ipynb")
+        write_notebook(cells, name, id_prefix=name[:2], id_width=3)

@@ -3,47 +3,7 @@
     .venv/bin/python notebooks/src/make_issue5_notebooks.py
 """
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent
-
-SETUP = '''# Setup: on Colab this installs labkit from its repository; anywhere else it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install -q "labkit @ git+https://github.com/character-consistency-lab/labkit"'''
-
-DEVICE = '''from labkit.common import QUICK, get_device, seed_everything
-
-device = get_device()
-seed_everything(0)
-print(device, "quick mode" if QUICK else "full mode")'''
-
-
-def notebook(cells):
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    out = []
-    for kind, text in cells:
-        text = text.strip("\n")
-        out.append(new_markdown_cell(text) if kind == "md" else new_code_cell(text))
-    for i, cell in enumerate(out):
-        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating a notebook changes only what changed
-    nb.cells = out
-    return nb
-
-
-def md(text):
-    return ("md", text)
-
-
-def code(text):
-    return ("code", text)
-
+from nbwriter import DEVICE, SETUP, code, md, write_notebook
 
 # --------------------------------------------------------------------------------------------- 01_drift
 DRIFT = [
@@ -590,9 +550,7 @@ dropped, and what would it lose if they were dropped 90% of the time?
 
 def main():
     for name, cells in (("01_drift", DRIFT), ("06_reference_conditioning", REFCOND), ("08_training", TRAINING)):
-        path = HERE / f"{name}.ipynb"
-        nbformat.write(notebook(cells), path)
-        print("wrote", path)
+        write_notebook(cells, name)
 
 
 if __name__ == "__main__":

@@ -3,44 +3,7 @@
     .venv/bin/python notebooks/src/make_issue6_notebooks.py
 """
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent.parent
-
-SETUP = '''# Setup: on Colab this installs labkit from its repository; anywhere else it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install -q "labkit @ git+https://github.com/character-consistency-lab/labkit"'''
-
-DEVICE = '''from labkit.common import QUICK, get_device, seed_everything
-
-device = get_device()
-seed_everything(0)
-print(device, "quick mode" if QUICK else "full mode")'''
-
-
-def notebook(cells, prefix):
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [new_markdown_cell(text.strip("\n")) if kind == "md" else new_code_cell(text.strip("\n"))
-                for kind, text in cells]
-    for i, cell in enumerate(nb.cells):  # stable ids: regenerating changes only the cells that changed
-        cell.id = f"{prefix}-{i:02d}"
-    return nb
-
-
-def md(text):
-    return ("md", text)
-
-
-def code(text):
-    return ("code", text)
-
+from nbwriter import DEVICE, SETUP, code, md, write_notebook
 
 # ----------------------------------------------------------------------------------------- 10_drift_lab
 DRIFT_LAB = [
@@ -727,8 +690,7 @@ the fix works on scenes with four characters?
 
 def main():
     for name, cells in [("09_multi_character.ipynb", MULTI), ("10_drift_lab.ipynb", DRIFT_LAB)]:
-        nbformat.write(notebook(cells, f"nb{name[:2]}"), HERE / name)
-        print("wrote", HERE / name)
+        write_notebook(cells, name, id_prefix=f"nb{name[:2]}")
 
 
 if __name__ == "__main__":

@@ -3,28 +3,7 @@
     .venv/bin/python notebooks/src/make_welcome_notebook.py
 """
 
-from pathlib import Path
-
-import nbformat
-
-HERE = Path(__file__).resolve().parent.parent
-
-
-def write(path, cells):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    make = {"md": nbformat.v4.new_markdown_cell, "code": nbformat.v4.new_code_cell}
-    nb.cells = [make[kind](source.strip("\n")) for kind, source in cells]
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-
-
-SETUP = '''# Setup: on Colab this installs labkit from its repository; anywhere else it does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    %pip install -q "labkit @ git+https://github.com/character-consistency-lab/labkit"'''
+from nbwriter import SETUP, write_notebook
 
 cells = [
 ("md", r"""
@@ -231,4 +210,4 @@ video model need in order to pull each frame back towards the reference instead 
 """),
 ]
 if __name__ == "__main__":
-    write(HERE / "00_welcome.ipynb", cells)
+    write_notebook(cells, "00_welcome")
