@@ -23,14 +23,11 @@ from pathlib import Path
 
 import torch
 
+from labkit.pipeline import frames_for_chunks
+
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 DEGRADATIONS = {"clean": (0.0, 0.0), "noise 0.25": (0.25, 0.0), "noise 0.5": (0.5, 0.0),
                 "blur 1": (0.0, 1.0), "blur 2": (0.0, 2.0)}
-
-
-def frames_for_chunks(num_chunks: int, max_frames: int = 8, context_frames: int = 2) -> int:
-    """Frames of a video of ``num_chunks`` chunks: max_frames - 1 new frames, then max_frames - context each."""
-    return (max_frames - 1) + (num_chunks - 1) * (max_frames - context_frames)
 
 
 def degrade(images: torch.Tensor, noise: float, blur: float, seed: int = 0) -> torch.Tensor:

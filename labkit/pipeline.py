@@ -71,6 +71,12 @@ def denoise_step(x_t: torch.Tensor, model, t, scheduler, generator: torch.Genera
     return scheduler.step(prediction, t, x_t, **kwargs).prev_sample
 
 
+def frames_for_chunks(num_chunks: int, max_frames: int = 8, context_frames: int = 2) -> int:
+    """Frames in a chunked video of ``num_chunks`` model calls: the first gives max_frames - 1 new frames after
+    the keyframe, every later one max_frames - context_frames (the inverse of the generator's chunk count)."""
+    return (max_frames - 1) + (num_chunks - 1) * (max_frames - context_frames)
+
+
 def centred_face_masks(num_frames: int, size: int = 32, radius: float = 0.36) -> torch.Tensor:
     """A default layout: a centred ellipse face mask for every frame, (num_frames, size, size) in {0, 1}."""
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")

@@ -666,26 +666,12 @@ SCORING_REFERENCES = 5
 SWEEP_FILE = "drift_sweep.npz"
 
 
-def frames_for_chunks(num_chunks: int, max_frames: int = 8, context_frames: int = CONTEXT_FRAMES) -> int:
-    """Frames in a video of ``num_chunks`` model calls: the first gives max_frames - 1 new frames after the
-    keyframe, every later one max_frames - context_frames."""
-    return (max_frames - 1) + (num_chunks - 1) * (max_frames - context_frames)
-
-
 def degrade(images, quality: str, seed: int = 0):
     """Apply a reference quality (a key of REFERENCE_QUALITIES) to images (N, 3, H, W) in [-1, 1]."""
-    import torch
-    from torchvision.transforms.functional import gaussian_blur
+    from labkit.bench import degrade as blur_and_noise
 
     noise, blur = REFERENCE_QUALITIES[quality]
-    out = images
-    if blur > 0:
-        k = 2 * int(np.ceil(3 * blur)) + 1
-        out = gaussian_blur(out, kernel_size=[k, k], sigma=[blur, blur])
-    if noise > 0:
-        gen = torch.Generator().manual_seed(10_000 + seed)
-        out = out + noise * torch.randn(out.shape, generator=gen)
-    return out.clamp(-1, 1)
+    return blur_and_noise(images, noise, blur, seed=10_000 + seed)
 
 
 def model_folder(model_path=None):
@@ -784,11 +770,12 @@ class DriftEngine:
 
     def _make_identity(self, index: int) -> dict:
         from labkit.metrics import reference_embedding
+        from labkit.pipeline import frames_for_chunks
         from labkit.synthfaces import make_clip, make_clips
 
         torch = self._torch
         ident = int(self.ids[index])
-        n = frames_for_chunks(MAX_CHUNKS, self.max_frames)
+        n = frames_for_chunks(MAX_CHUNKS, self.max_frames, CONTEXT_FRAMES)
         given = make_clip(ident, num_frames=n, size=self.size, num_refs=MAX_REFERENCES,
                           generator=torch.Generator().manual_seed(ident))
         scoring = make_clip(ident, num_frames=16, size=self.size, num_refs=SCORING_REFERENCES, num_cuts=3,
@@ -830,12 +817,13 @@ class DriftEngine:
     def _run(self, settings, identities, progress, reanchor_every, steps, start) -> list[DriftResult]:
         from labkit.common import to_uint8
         from labkit.metrics import normalised_identity, reference_similarity, variety
+        from labkit.pipeline import frames_for_chunks
 
         torch = self._torch
         who = [self.identity(i) for i in identities]
         refs = torch.stack([degrade(w["references"][:settings.num_references], settings.reference_quality,
                                     settings.seed) for w in who])                  # (B, R, 3, S, S)
-        num_frames = frames_for_chunks(settings.num_chunks, self.max_frames)
+        num_frames = frames_for_chunks(settings.num_chunks, self.max_frames, CONTEXT_FRAMES)
         steps = steps or self.steps
         hook = _ProgressHook(settings.num_chunks * steps, progress)
         with self._lock:

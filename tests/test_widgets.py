@@ -232,7 +232,8 @@ def random_model(tmp_path_factory):
 
 
 def test_the_real_engine_measures_a_setting_reports_progress_and_can_be_cancelled(random_model):
-    from labkit.widgets import Cancelled, DriftEngine, frames_for_chunks
+    from labkit.pipeline import frames_for_chunks
+    from labkit.widgets import Cancelled, DriftEngine
 
     engine = DriftEngine(model_path=random_model, steps=4)
     seen = []
