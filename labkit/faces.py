@@ -335,7 +335,8 @@ def embed(backbone, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor
     lead = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-3:])
     dev = next(backbone.parameters()).device
-    out = torch.cat([backbone(flat[i:i + batch_size].to(dev)).cpu() for i in range(0, len(flat), batch_size)])
+    out = torch.cat([backbone(flat[i:i + batch_size].to(dev)).float().cpu()
+                     for i in range(0, len(flat), batch_size)])
     return out.view(*lead, -1)
 
 

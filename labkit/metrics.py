@@ -31,11 +31,9 @@ def embed_frames(recognizer, frames: torch.Tensor, batch_size: int = 256) -> tor
     """Recognizer embeddings of every frame: (B, F, 3, H, W) -> (B, F, 512), or (N, 3, H, W) -> (N, 512)."""
     if frames.ndim not in (4, 5) or frames.shape[-3] != 3:
         raise ValueError(f"frames must be (N, 3, H, W) or (B, F, 3, H, W), got shape {tuple(frames.shape)}")
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    device = next(recognizer.parameters()).device
-    out = torch.cat([recognizer(flat[i:i + batch_size].to(device)).float().cpu()
-                     for i in range(0, len(flat), batch_size)])
-    return out.reshape(*frames.shape[:-3], out.shape[-1])
+    from labkit.faces import embed
+
+    return embed(recognizer, frames, batch_size)
 
 
 def reference_embedding(reference_embeddings: torch.Tensor) -> torch.Tensor:
