@@ -123,6 +123,10 @@ def masks_to_tokens(face_masks: torch.Tensor, num_frames: int, grid: tuple[int, 
 
 def check_strength(identity_strength, batch: int, device) -> torch.Tensor:
     """``identity_strength`` as a float or a tensor () or (B,) -> tensor (B, 1, 1, 1); rejects <0 and NaN."""
+    import numbers
+
+    if not torch.is_tensor(identity_strength) and not isinstance(identity_strength, numbers.Real):
+        raise TypeError(f"identity_strength must be a float or a tensor (B,), got {type(identity_strength).__name__}")
     s = torch.as_tensor(identity_strength, dtype=torch.float32, device=device)
     if s.dim() > 1 or (s.dim() == 1 and s.shape[0] not in (1, batch)):
         raise ValueError(f"identity_strength must be a float or a tensor of shape (B,)=({batch},), "

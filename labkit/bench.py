@@ -6,12 +6,15 @@
 (``python -m labkit.metrics bench|speed`` is the same command.)
 
 The drift benchmark runs :class:`labkit.pipeline.ReferenceConditionedGenerator` on held-out identities
-(``synthfaces.test_ids``) over long videos of 8 chunks with a cut between chunks, and measures them with
-:mod:`labkit.metrics` against a ceiling and floor measured at the model's resolution. Scoring uses
-references rendered separately from the ones the generator is given, so copying the keyframe is not
-rewarded more than keeping the identity. Sections: the four strategies; an identity_strength sweep 0..1.5
-(identity against variety); 1..5 references; degraded references (noise, blur); two-character scenes with
-and without separators and with region routing (bleed, swap rate).
+(``synthfaces.test_ids``) and scores every frame with ``labkit.metrics.identity_scores`` (1 = as
+recognisable as a real frame, 0 = a stranger or not a face). Scoring uses references rendered separately
+from the ones the generator is given, so copying the keyframe is not rewarded more than keeping the
+identity. Sections: references only (``keyframe=False``: the person drawn from pure noise), with top-1
+identification among the identities; the four strategies over 8 chunks with a cut between chunks; an
+identity_strength sweep 0..1.5 from the references alone (identity against variety); 1..5 references;
+degraded references (noise, blur); two-character scenes with and without separators and with region
+routing (bleed, swap rate). Every comparison is a paired difference over identities with its standard
+error.
 """
 
 from __future__ import annotations
@@ -44,10 +47,9 @@ def degrade(images: torch.Tensor, noise: float, blur: float, seed: int = 0) -> t
 
 
 class Bench:
-    """Shared state of one benchmark run: generator, recognizer, identities, levels, settings."""
+    """Shared state of one benchmark run: generator, recognizer, identities, references, settings."""
 
     def __init__(self, quick: bool, device=None, checkpoint=None, seed: int = 0):
-        from labkit.metrics import embed_frames, identity_levels
         from labkit.pipeline import ReferenceConditionedGenerator
         from labkit.synthfaces import make_clips, test_ids
 
@@ -59,30 +61,44 @@ class Bench:
         self.steps = 10 if quick else 20
         self.num_chunks = 8
         self.num_frames = frames_for_chunks(self.num_chunks, self.max_frames)
-        n = 4 if quick else 12
-        self.ids = test_ids(n)
-        self.levels = identity_levels(self.recognizer, test_ids(16, offset=500), size=self.size)
+        self.ids = test_ids(4 if quick else 12)
         g = torch.Generator().manual_seed(seed)
         given = make_clips(self.ids, num_frames=self.num_frames, size=self.size, num_refs=5, num_cuts=7, generator=g)
         scoring = make_clips(self.ids, num_frames=1, size=self.size, num_refs=3, generator=g)
         self.references, self.layout = given.references, given.masks  # (B, 5, 3, S, S), (B, F, S, S)
         self.real = given  # real clips of the same identities: the variety a real video has
-        self.score_refs = embed_frames(self.recognizer, scoring.references)  # (B, 3, 512)
+        self.score_images = scoring.references  # (B, 3, 3, S, S): scored against, never given to the model
 
-    def run(self, num_refs=3, strength=0.8, strategy="explicit", num_chunks=None, refs=None, **kw):
-        """Generate one batch of videos (all identities at once) and measure them."""
-        from labkit.metrics import embed_frames, reference_similarity, summarise_video
+    def score(self, frames, cuts=None, chunk_starts=None) -> dict:
+        """identity_scores of generated frames (B, F, 3, S, S) against the scoring references, summarised."""
+        from labkit.metrics import embed_frames, identity_scores, summarise_scores
 
+        scores, parts = identity_scores(frames, self.score_images, self.recognizer, return_parts=True)
+        emb = embed_frames(self.recognizer, frames)
+        return summarise_scores(scores, parts["face_probability"], emb, frames, cuts, chunk_starts=chunk_starts)
+
+    def run(self, num_refs=3, strength=0.8, strategy="explicit", num_chunks=None, refs=None, keyframe=True, **kw):
+        """Generate one batch of videos (all identities at once) and score them."""
         num_frames = frames_for_chunks(num_chunks or self.num_chunks, self.max_frames)
         refs = self.references[:, :num_refs] if refs is None else refs
         out = self.pipe.generate(reference_images=refs, num_frames=num_frames, identity_strength=strength,
                                  strategy=strategy, generator=torch.Generator().manual_seed(self.seed + 1),
                                  num_inference_steps=self.steps, face_masks=self.layout[:, :num_frames],
-                                 check_faces=False, progress=False, **kw)
+                                 check_faces=False, progress=False, keyframe=keyframe, **kw)
         frames = out.frames.cpu()
-        emb = embed_frames(self.recognizer, frames)
-        sim = reference_similarity(emb, self.score_refs)
-        figures = summarise_video(sim, emb, frames, self.levels, cuts=out.cuts, chunk_starts=out.chunk_starts)
+        return self.score(frames, out.cuts, out.chunk_starts), frames
+
+    def references_only(self, strategy: str, guidance: float = 2.0) -> tuple[dict, torch.Tensor]:
+        """One frame of each identity from pure noise and its references alone, with top-1 identification."""
+        from labkit.metrics import identification_top1
+
+        out = self.pipe.generate(reference_images=self.references[:, :3], num_frames=1, keyframe=False,
+                                 strategy=strategy, identity_strength=1.0, identity_guidance=guidance,
+                                 generator=torch.Generator().manual_seed(self.seed + 5), num_inference_steps=self.steps,
+                                 face_masks=self.layout[:, :1], check_faces=False, progress=False)
+        frames = out.frames.cpu()
+        figures = self.score(frames)
+        figures["top1"] = identification_top1(frames, self.score_images, self.recognizer)
         return figures, frames
 
 
@@ -139,26 +155,26 @@ def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
     return results, frames_out
 
 
-def _plot(path, xs, series: dict, xlabel, ylabel, title, xticks=None, hline=None):
-    import matplotlib
+def _plot(xs, series: dict, xlabel, ylabel, title, xticks=None, ylim=(-0.1, 1.05), errors: dict | None = None):
+    """A line plot with fixed y axes (identity scores on 0..1, so a 0.003 difference looks like one), as a
+    Figure (no pyplot, no backend switch)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
     for name, ys in series.items():
-        ax.plot(xs[: len(ys)], ys, marker="o", label=name)
-    if hline is not None:
-        ax.axhline(hline, color="grey", lw=0.8, ls="--")
+        err = (errors or {}).get(name)
+        ax.errorbar(xs[: len(ys)], ys, yerr=err, marker="o", capsize=3, label=name)
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
     if xticks is not None:
-        ax.set_xticks(range(len(xticks)), xticks)
+        ax.set_xticks(range(len(xticks)), xticks, fontsize=8)
+    ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, seed=0) -> dict:
@@ -166,87 +182,103 @@ def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, se
     from tqdm.auto import tqdm
 
     from labkit.common import save_video
-    from labkit.metrics import embed_frames, reference_similarity, variety
+    from labkit.metrics import paired_difference, variety
     from labkit.pipeline import STRATEGIES
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     bench = Bench(quick, device, checkpoint, seed)
-    results = {"quick": quick, "levels": bench.levels, "num_identities": len(bench.ids),
-               "num_frames": bench.num_frames, "num_chunks": bench.num_chunks, "steps": bench.steps,
+    results = {"quick": quick, "num_identities": len(bench.ids), "num_frames": bench.num_frames,
+               "num_chunks": bench.num_chunks, "steps": bench.steps,
                "checkpoint": str(checkpoint or "shipped (data/identity_video_dit)")}
-    real_emb = embed_frames(bench.recognizer, bench.real.frames)
-    real_sim = reference_similarity(real_emb, bench.score_refs)
-    results["real_clips"] = {"variety": variety(bench.real.frames, bench.real.cuts).mean().item(),
-                             "similarity": real_sim.mean().item()}
-
-    jobs = [("strategy", s) for s in STRATEGIES]
+    results["real_clips"] = {**bench.score(bench.real.frames, bench.real.cuts),
+                             "variety": variety(bench.real.frames, bench.real.cuts).mean().item()}
+    jobs = [("references_only", s) for s in ("explicit", "face_aware")]
+    jobs += [("strategy", s) for s in STRATEGIES]
     jobs += [("strength", s) for s in (STRENGTHS[::2] if quick else STRENGTHS)]
     jobs += [("refs", r) for r in ((1, 3, 5) if quick else (1, 2, 3, 4, 5))]
     jobs += [("degraded", d) for d in (("clean", "noise 0.5", "blur 2") if quick else DEGRADATIONS)]
-    sections = {"strategies": {}, "strength_sweep": {}, "num_references": {}, "degraded_references": {}}
-    videos = {}
+    sections = {"references_only": {}, "strategies": {}, "strength_sweep": {}, "num_references": {},
+                "degraded_references": {}}
+    videos, portraits = {}, {}
     short = 3  # chunks for the sweeps: enough for drift to start, cheap enough for many settings
     for kind, value in tqdm(jobs, desc="benchmark"):
-        if kind == "strategy":
-            fig, frames = bench.run(strategy=value)
+        if kind == "references_only":
+            sections["references_only"][value], portraits[value] = bench.references_only(value)
+        elif kind == "strategy":
+            fig, frames = bench.run(strategy=value, strength=1.0)
             sections["strategies"][value] = fig
             videos[value] = frames[0]
-        elif kind == "strength":
-            sections["strength_sweep"][str(value)] = bench.run(strength=value, num_chunks=short)[0]
+        elif kind == "strength":  # from the references alone, so the tokens are the only source of identity
+            sections["strength_sweep"][str(value)] = bench.run(strength=value, num_chunks=short, keyframe=False)[0]
         elif kind == "refs":
-            sections["num_references"][str(value)] = bench.run(num_refs=value, num_chunks=short)[0]
+            sections["num_references"][str(value)] = bench.run(num_refs=value, num_chunks=short, keyframe=False,
+                                                               strength=1.0)[0]
         else:
             noise, blur = DEGRADATIONS[value]
             refs = degrade(bench.references[:, :3], noise, blur, seed)
-            sections["degraded_references"][value] = bench.run(refs=refs, num_chunks=short)[0]
+            sections["degraded_references"][value] = bench.run(refs=refs, num_chunks=short, keyframe=False,
+                                                               strength=1.0)[0]
     results.update(sections)
+    strat = sections["strategies"]
+    half = bench.num_chunks // 2
+    results["effects"] = {
+        **{f"{s} - implicit": paired_difference(strat[s], strat["implicit"]) for s in ("explicit", "face_aware",
+                                                                                        "keyframe")},
+        "strength 1.0 - 0": paired_difference(sections["strength_sweep"]["1.0"], sections["strength_sweep"]["0.0"]),
+        "explicit, second half": sum(strat["explicit"]["per_chunk"][half:]) / (bench.num_chunks - half),
+        "implicit, chunk 1 - chunk 8": strat["implicit"]["per_chunk"][0] - strat["implicit"]["per_chunk"][-1],
+    }
     results["multi_character"], scene_frames = run_scenes(bench, num_scenes=4 if quick else 12)
     results["seconds"] = time.perf_counter() - start
 
-    strat = sections["strategies"]
-    _plot(out / "drift_per_chunk.png", list(range(1, bench.num_chunks + 1)),
-          {k: v["per_chunk_normalised"] for k, v in strat.items()}, "chunk (a cut before each)",
-          "normalised identity", f"Drift over {bench.num_chunks} chunks, {len(bench.ids)} held-out ids", hline=0)
+    chunks = list(range(1, bench.num_chunks + 1))
+    _plot(chunks, {k: v["per_chunk"] for k, v in strat.items()}, "chunk (a cut before each)", "identity score",
+          f"Drift over {bench.num_chunks} chunks, {len(bench.ids)} held-out ids").savefig(out / "drift_per_chunk.png",
+                                                                                          dpi=110)
     sweep = sections["strength_sweep"]
-    xs = [float(k) for k in sweep]
     real_variety = results["real_clips"]["variety"]
-    _plot(out / "strength_sweep.png", xs, {"normalised identity": [v["normalised_identity"] for v in sweep.values()],
-                                           "variety / real variety": [v["variety"] / real_variety
-                                                                      for v in sweep.values()]},
-          "identity_strength", "score", "Identity vs variety (explicit strategy)")
+    _plot([float(k) for k in sweep],
+          {"identity score": [v["identity_score"] for v in sweep.values()],
+           "variety / real variety": [v["variety"] / real_variety for v in sweep.values()]},
+          "identity_strength", "score", "Identity vs variety (explicit, references only)",
+          errors={"identity score": [v["identity_score_se"] for v in sweep.values()]},
+          ylim=(-0.1, 1.5)).savefig(out / "strength_sweep.png", dpi=110)
     refs = sections["num_references"]
-    _plot(out / "num_references.png", [int(k) for k in refs],
-          {"normalised identity": [v["normalised_identity"] for v in refs.values()]}, "references", "score",
-          "More references")
+    _plot([int(k) for k in refs], {"identity score": [v["identity_score"] for v in refs.values()]}, "references",
+          "identity score", "More references (references only)",
+          errors={"identity score": [v["identity_score_se"] for v in refs.values()]}).savefig(
+        out / "num_references.png", dpi=110)
     deg = sections["degraded_references"]
-    _plot(out / "degraded_references.png", list(range(len(deg))),
-          {"normalised identity": [v["normalised_identity"] for v in deg.values()]}, "reference quality", "score",
-          "Degraded references", xticks=list(deg))
-    _bars(out / "multi_character.png", results["multi_character"])
+    _plot(list(range(len(deg))), {"identity score": [v["identity_score"] for v in deg.values()]}, "reference quality",
+          "identity score", "Degraded references (references only)", xticks=list(deg),
+          errors={"identity score": [v["identity_score_se"] for v in deg.values()]}).savefig(
+        out / "degraded_references.png", dpi=110)
+    _bars(results["multi_character"]).savefig(out / "multi_character.png", dpi=110)
     # Row 0: the keyframe reference; then every 7th frame (about one per chunk) of each strategy.
     rows = [bench.references[0, :1].expand(7, -1, -1, -1)] + [videos[s][::7] for s in STRATEGIES]
-    _strip(out / "strategies.png", rows, "the reference, then every 7th frame (about one per chunk)",
-           labels=["reference", *STRATEGIES])
+    _strip(rows, "the reference, then every 7th frame (about one per chunk)",
+           labels=["reference", *STRATEGIES]).savefig(out / "strategies.png", dpi=100)
+    _strip([bench.references[:, 0], portraits["explicit"][:, 0], portraits["face_aware"][:, 0]],
+           "references only: each column one held-out person, drawn from pure noise",
+           labels=["reference", "explicit", "face_aware"]).savefig(out / "references_only.png", dpi=100)
     grid = torch.cat([videos[s] for s in STRATEGIES], dim=-1)  # side by side: (F, 3, S, 4S)
     results["video"] = str(save_video(grid, out / "strategies.mp4", fps=6, scale=3))
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-def _strip(path, rows: list, title: str, labels: list | None = None) -> None:
-    """Rows of frames (N, 3, S, S) as one PNG, each row named on the left by ``labels``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def _strip(rows: list, title: str, labels: list | None = None):
+    """Rows of frames (N, 3, S, S) as one Figure, each row named on the left by ``labels``."""
+    from matplotlib.figure import Figure
 
     from labkit.common import image_strip
 
     n = min(len(r) for r in rows)
     strip = image_strip(torch.cat([r[:n] for r in rows]), ncols=n)
-    fig, ax = plt.subplots(figsize=(1.0 * n + 1.5, 1.0 * len(rows) + 0.6))
+    fig = Figure(figsize=(1.0 * n + 1.5, 1.0 * len(rows) + 0.6))
+    ax = fig.subplots()
     ax.imshow(strip, interpolation="nearest")
     row_height = strip.shape[0] / len(rows)
     ax.set_yticks([row_height * (i + 0.5) for i in range(len(rows))], labels or [""] * len(rows))
@@ -256,45 +288,49 @@ def _strip(path, rows: list, title: str, labels: list | None = None) -> None:
         side.set_visible(False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def _bars(path, scenes: dict) -> None:
-    """Own-identity score, bleed and swap rate per scene variant, real scenes first."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def _bars(scenes: dict):
+    """Own-identity score, bleed and swap rate per scene variant, real scenes first, as a Figure."""
+    from matplotlib.figure import Figure
 
     names = ["real_scenes", *SCENE_VARIANTS]
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
     width = 0.27
     for i, key in enumerate(("own", "bleed", "swap_rate")):
         ax.bar([j + (i - 1) * width for j in range(len(names))], [scenes[n][key] for n in names], width, label=key)
     ax.set_xticks(range(len(names)), [n.replace("_", " ").replace(" + ", "\n+ ") for n in names], fontsize=8)
+    ax.set_ylim(-0.1, 1.05)
     ax.set_title("Two characters: own identity, bleed, swaps")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def print_table(results: dict) -> None:
-    """The strategies table and the sweeps as plain text."""
-    lv = results["levels"]
-    print(f"levels at {lv['size']}px: ceiling {lv['ceiling']:.3f}, floor {lv['floor']:.3f}; "
-          f"{results['num_identities']} held-out ids, {results['num_frames']} frames in {results['num_chunks']} chunks")
-    print(f"{'strategy':<11} {'norm.id':>8} {'chunk1':>7} {'chunk8':>7} {'stab.':>6} {'subj.':>6} {'>thr':>5} "
-          f"{'variety':>7}")
+    """The benchmark's figures as plain text: each comparison with its standard error over identities."""
+    n = results["num_identities"]
+    print(f"{n} held-out identities; identity_scores (1 = a real frame of the person, 0 = a stranger or no face)")
+    print(f"real clips: score {results['real_clips']['identity_score']:.3f}, variety "
+          f"{results['real_clips']['variety']:.3f}")
+    for name, f in results["references_only"].items():
+        print(f"references only, {name:<10}: score {f['identity_score']:.3f} +- {f['identity_score_se']:.3f}, "
+              f"top-1 among {n} {f['top1']:.2f}, face quality {f['face_quality']:.2f}")
+    print(f"{results['num_frames']} frames in {results['num_chunks']} chunks with cuts, from a keyframe:")
+    print(f"{'strategy':<11} {'score':>6} {'+-se':>6} {'chunk1':>7} {'chunk8':>7} {'faces':>6} {'subj.':>6} "
+          f"{'>=0.5':>6} {'variety':>7}")
     for name, f in results["strategies"].items():
-        pc = f["per_chunk_normalised"]
-        print(f"{name:<11} {f['normalised_identity']:8.3f} {pc[0]:7.3f} {pc[-1]:7.3f} {f['stability']:6.3f} "
-              f"{f['subject_consistency']:6.3f} {f['share_above_threshold']:5.2f} {f['variety']:7.3f}")
-    print(f"real clips: variety {results['real_clips']['variety']:.3f}")
-    for title, key in (("strength", "strength_sweep"), ("references", "num_references"),
+        pc = f["per_chunk"]
+        print(f"{name:<11} {f['identity_score']:6.3f} {f['identity_score_se']:6.3f} {pc[0]:7.3f} {pc[-1]:7.3f} "
+              f"{f['face_quality']:6.2f} {f['subject_consistency']:6.3f} {f['share_above']:6.2f} {f['variety']:7.3f}")
+    for name, effect in results["effects"].items():
+        text = f"{effect[0]:+.3f} +- {effect[1]:.3f}" if isinstance(effect, (list, tuple)) else f"{effect:.3f}"
+        print(f"  {name}: {text}")
+    for title, key in (("strength (references only)", "strength_sweep"), ("references", "num_references"),
                        ("reference quality", "degraded_references")):
-        row = ", ".join(f"{k}: {v['normalised_identity']:.3f} (var {v['variety']:.3f})"
+        row = ", ".join(f"{k}: {v['identity_score']:.3f}+-{v['identity_score_se']:.3f} (var {v['variety']:.3f})"
                         for k, v in results[key].items())
         print(f"{title}: {row}")
     mc = results["multi_character"]
@@ -315,7 +351,7 @@ def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
     from labkit.faces import FaceRecognitionBackbone
     from labkit.model import IdentityVideoDiT
     from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
-    from labkit.train import PRESETS, compute_loss, make_batch
+    from labkit.train import PRESETS, compute_loss, make_batch, make_image_batch
 
     device = torch.device(device) if device else get_device()
     cfg = replace(PRESETS[preset], device=str(device))
@@ -326,29 +362,35 @@ def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     use_bf16 = device.type == "cuda"
     flops = None
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        batch = make_batch(cfg, i, recognizer, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            if i == 1 and device.type == "cuda":
-                from torch.utils.flop_counter import FlopCounterMode
 
-                with FlopCounterMode(display=False) as counter:
-                    loss, _ = compute_loss(model, sched, batch, cfg)
+    def median_step_seconds(make):
+        nonlocal flops
+        times = []
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            batch = make(cfg, i, recognizer, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                if i == 1 and device.type == "cuda" and make is make_batch:
+                    from torch.utils.flop_counter import FlopCounterMode
+
+                    with FlopCounterMode(display=False) as counter:
+                        loss, _ = compute_loss(model, sched, batch, cfg, recognizer)
+                        loss.backward()
+                    flops = counter.get_total_flops()
+                else:
+                    loss, _ = compute_loss(model, sched, batch, cfg, recognizer)
                     loss.backward()
-                flops = counter.get_total_flops()
-            else:
-                loss, _ = compute_loss(model, sched, batch, cfg)
-                loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - t0)
-    step_s = sorted(times)[len(times) // 2]
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2]
+
+    image_s, step_s = median_step_seconds(make_image_batch), median_step_seconds(make_batch)
     result = {"device": str(device), "threads": torch.get_num_threads(), "preset": preset,
+              "train_images_per_s": cfg.image_batch_size / image_s, "train_image_step_s": image_s,
               "train_clips_per_s": cfg.batch_size / step_s, "train_step_s": step_s}
     if flops:
         peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
@@ -359,7 +401,7 @@ def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
     pipe = ReferenceConditionedGenerator(model.eval(), make_scheduler("ddim"), recognizer=recognizer)
     refs = torch.zeros(1, 3, 3, cfg.size, cfg.size)
     pipe.generate(reference_images=refs, num_frames=7, num_inference_steps=2, check_faces=False, progress=False)
-    for init_strength in (1.0, 0.7):  # from pure noise (20 steps a chunk); the generator's default (14 steps)
+    for init_strength in (1.0, 0.7):  # from pure noise (20 steps a chunk); SDEdit-style starts (14 steps)
         t0 = time.perf_counter()
         out = pipe.generate(reference_images=refs, num_frames=16, num_inference_steps=20, check_faces=False,
                             progress=False, init_strength=init_strength,
@@ -396,10 +438,11 @@ def main(argv=None):
     else:
         r = speed(args.device, preset=args.preset)
         print(f"device {r['device']} ({r['threads']} threads), preset {r['preset']}")
-        print(f"training: {r['train_clips_per_s']:.1f} clips/s ({r['train_step_s']:.2f} s per step)")
+        print(f"training, single frames: {r['train_images_per_s']:.0f} images/s ({r['train_image_step_s']:.2f} s per "
+              f"step); clips: {r['train_clips_per_s']:.1f} clips/s ({r['train_step_s']:.2f} s per step)")
         print(f"sampling: {r['sample_s_per_16_frames_init_1.0']:.2f} s per 16-frame clip from pure noise "
               f"({r['sample_chunks_per_16_frames']} chunks x 20 DDIM steps); "
-              f"{r['sample_s_per_16_frames_init_0.7']:.2f} s with the default init_strength 0.7 (14 steps a chunk)")
+              f"{r['sample_s_per_16_frames_init_0.7']:.2f} s with init_strength 0.7 (14 steps a chunk)")
         if "model_tflops_per_s" in r:
             mfu = "n/a" if r["mfu_bf16"] is None else f"{100 * r['mfu_bf16']:.1f}%"
             print(f"model FLOP/s (bf16): {r['model_tflops_per_s']:.1f} TFLOP/s, MFU {mfu}")

@@ -280,7 +280,15 @@ def main(argv=None):  # noqa: F811 - the full command line replaces the listing-
             print(f"    {name}")
         print("check your own solutions with:  python -m labkit.exercises my_solutions.py")
         return 0
-    results = registry.run_solutions(args.solutions, args.notebook)
+    try:
+        results = registry.run_solutions(args.solutions, args.notebook)
+    except (FileNotFoundError, SyntaxError) as err:  # one clear line, not a traceback
+        import sys
+
+        why = (str(err) if isinstance(err, FileNotFoundError)
+               else f"{args.solutions} does not parse: {err.msg} (line {err.lineno})")
+        print(f"error: {why}", file=sys.stderr)
+        return 2
     print("\nsummary")
     for name, ok in results.items():
         nb = registry._REGISTRY[name].notebook

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import threading
@@ -29,6 +30,8 @@ from torch import nn
 
 VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 SYNTHFACES_WEIGHTS = "recognizer_synthfaces.safetensors"
+#: The same network trained without look-alike families or colour jitter: the baseline notebook 03 compares.
+BASELINE_WEIGHTS = "recognizer_synthfaces_baseline.safetensors"
 EMBED_DIM = 512
 MTCNN_MIN_SIDE = 20  # MTCNN's default min_face_size: smaller images give it no pyramid level to search
 
@@ -80,26 +83,118 @@ class FaceDetections:
         return "; ".join(self.messages) if self.messages else f"found {len(self)} face(s)"
 
 
-def _to_uint8_images(images) -> list[np.ndarray]:
-    """Images as a list of uint8 arrays (H, W, 3). Accepts tensors (3,H,W)/(B,3,H,W) in [-1, 1],
-    uint8 arrays (H,W,3)/(B,H,W,3), PIL images, or a list of any of these."""
+#: Float NumPy images are read as [0, 1] (matplotlib's imread of a PNG, skimage), torch tensors as [-1, 1] (the
+#: kit's convention); values may overshoot the range by this much (resampling) before an image is refused.
+RANGE_TOLERANCE = 0.02
+#: Most pixels one call takes, all images together (twice Pillow's decompression-bomb warning level, i.e. its
+#: error level): a bigger input is refused from its shape, before any memory is used for it.
+MAX_PIXELS = 178_956_970
+_ACCEPTED = ("uint8 arrays (H, W), (H, W, C) or (B, H, W, C) with C = 1, 3 or 4, float arrays of those shapes in "
+             "[0, 1], PIL images, torch tensors (3, H, W) or (B, 3, H, W) in [-1, 1], or a list of these")
+
+
+def _to_uint8_images(images, name: str = "images") -> list[np.ndarray]:
+    """Images as a list of uint8 arrays (H, W, 3), from any of the common forms a learner has at hand.
+
+    * NumPy arrays (H, W) greyscale, (H, W, C) or (B, H, W, C) with C = 1 (grey), 3 (RGB) or 4 (RGBA: the
+      alpha channel is dropped). uint8 (or any integer type) is read as 0..255; **float is read as [0, 1]**,
+      the matplotlib/skimage convention (``plt.imread`` of a PNG, ``skimage.color.rgb2gray``);
+    * torch tensors (3, H, W) or (B, 3, H, W): **float is read as [-1, 1]**, the kit's convention; uint8 0..255;
+    * PIL images, any mode; a list or tuple of any of these (images of different sizes are fine).
+
+    A float image outside its range (beyond ``RANGE_TOLERANCE``), NaN or infinite values, and anything else
+    (channels-first arrays, bool, strings...) raise a one-line ValueError/TypeError naming ``name``, the shape
+    and the dtype. More than ``MAX_PIXELS`` pixels in all are refused before any memory is used.
+    """
     from PIL import Image
 
     if isinstance(images, (list, tuple)):
-        return [im for x in images for im in _to_uint8_images(x)]
+        out = []
+        for i, x in enumerate(images):
+            if isinstance(x, (list, tuple)):
+                raise TypeError(f"{name}[{i}] is a {type(x).__name__}: give images as {_ACCEPTED} (not nested lists)")
+            out += _to_uint8_images(x, f"{name}[{i}]")
+            if sum(a.shape[0] * a.shape[1] for a in out) > MAX_PIXELS:
+                raise ValueError(f"{name} holds more than {MAX_PIXELS:,} pixels in all; pass fewer or smaller images")
+        return out
     if isinstance(images, Image.Image):
+        w, h = images.size
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"{name} is a {w}x{h} PIL image: more than {MAX_PIXELS:,} pixels; make it smaller")
+        if images.mode in ("I", "F") or images.mode.startswith("I;"):  # 32-bit int/float or 16-bit greyscale
+            return _to_uint8_images(np.asarray(images), name)
         return [np.asarray(images.convert("RGB"))]
     if torch.is_tensor(images):
-        from labkit.common import to_uint8
-
-        if images.ndim not in (3, 4) or images.shape[-3] != 3:
-            raise ValueError(f"expected image tensors (3, H, W) or (B, 3, H, W) in [-1, 1], got {tuple(images.shape)}")
-        arr = to_uint8(images)
-        return list(arr) if arr.ndim == 4 else [arr]
+        return _tensor_to_uint8(images, name)
+    if not isinstance(images, np.ndarray) and not hasattr(images, "__array__"):
+        raise TypeError(f"{name} must be {_ACCEPTED}; got a {type(images).__name__}")
     arr = np.asarray(images)
-    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
-        raise ValueError(f"expected uint8 arrays (H, W, 3) or (B, H, W, 3), got {arr.dtype} {arr.shape}")
-    return list(arr) if arr.ndim == 4 else [arr]
+    desc = f"{name} has shape {arr.shape} and dtype {arr.dtype}"
+    if arr.dtype.kind not in "uif":
+        raise TypeError(f"{desc}: expected {_ACCEPTED}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim not in (3, 4) or arr.shape[-1] not in (1, 3, 4):
+        hint = ""
+        if arr.ndim in (3, 4) and arr.shape[-3] in (1, 3, 4):
+            hint = ("; channels-first arrays are not read: use arr.transpose(1, 2, 0) ((H, W, 3)) or a torch tensor "
+                    "(3, H, W) in [-1, 1]")
+        elif arr.ndim == 3:
+            hint = "; a batch of greyscale images is (B, H, W, 1)"
+        raise ValueError(f"{desc}: expected (H, W), (H, W, 3) (RGB), (H, W, 4) (RGBA) or (B, H, W, 3){hint}")
+    batch = arr[None] if arr.ndim == 3 else arr
+    _check_pixels(name, desc, batch.shape[0], batch.shape[1], batch.shape[2])
+    if arr.size:
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{desc} and contains NaN or infinite values")
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+                raise ValueError(f"{desc} with values in [{lo:.3g}, {hi:.3g}]: float arrays are read as [0, 1] "
+                                 "(matplotlib/skimage); for 0..255 use uint8 (arr.astype(np.uint8)), for [-1, 1] "
+                                 "a torch tensor (3, H, W)")
+        elif arr.dtype != np.uint8:
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < 0 or hi > 255:
+                raise ValueError(f"{desc} with values in [{lo}, {hi}]: integer images are read as 0..255 "
+                                 "(16-bit images: divide by 257 and use uint8)")
+    out = []
+    for im in batch:
+        if im.dtype.kind == "f":
+            im = np.clip(im.astype(np.float32) * 255 + 0.5, 0, 255)
+        im = im.astype(np.uint8, copy=False)[:, :, :3]
+        out.append(np.ascontiguousarray(np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im))
+    return out
+
+
+def _check_pixels(name, desc, b, h, w) -> None:
+    if b * h * w > MAX_PIXELS:
+        raise ValueError(f"{desc}: {b} image(s) of {w}x{h} is more than {MAX_PIXELS:,} pixels in all; "
+                         "pass fewer or smaller images")
+
+
+def _tensor_to_uint8(images: torch.Tensor, name: str) -> list[np.ndarray]:
+    """Tensors (3, H, W) / (B, 3, H, W), float in [-1, 1] or uint8 -> uint8 arrays (H, W, 3), one image at a time."""
+    from labkit.common import to_uint8
+
+    t = images.detach()
+    desc = f"{name} has shape {tuple(t.shape)} and dtype {t.dtype}"
+    if t.ndim not in (3, 4) or t.shape[-3] != 3:
+        raise ValueError(f"{desc}: expected image tensors (3, H, W) or (B, 3, H, W) in [-1, 1]")
+    if not (t.is_floating_point() or t.dtype == torch.uint8):
+        raise TypeError(f"{desc}: expected a float tensor in [-1, 1] (or uint8 0..255)")
+    batch = t[None] if t.ndim == 3 else t
+    _check_pixels(name, desc, batch.shape[0], batch.shape[2], batch.shape[3])
+    if t.is_floating_point() and t.numel():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{desc} and contains NaN or infinite values")
+        lo, hi = t.min().item(), t.max().item()
+        if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            raise ValueError(f"{desc} with values in [{lo:.3g}, {hi:.3g}]: float tensors are read as [-1, 1] (the "
+                             "kit's convention); for [0, 1] images use x * 2 - 1, for 0..255 x / 127.5 - 1")
+    if t.dtype == torch.uint8:
+        return [np.ascontiguousarray(im.movedim(0, -1).cpu().numpy()) for im in batch]
+    return [to_uint8(im) for im in batch]
 
 
 @lru_cache(maxsize=2)
@@ -113,11 +208,15 @@ def detect_faces(images, min_prob: float = 0.9, device=None) -> FaceDetections:
     """Find faces with MTCNN in one image or a batch (see :func:`_to_uint8_images` for what is accepted).
 
     Images are handled one at a time, so an image without a face never breaks the batch (MTCNN's own
-    batched path fails on such mixed batches): it adds a line to ``messages`` instead.
+    batched path fails on such mixed batches): it adds a line to ``messages`` instead. Float NumPy images
+    are read as [0, 1] (``plt.imread`` of a PNG), float tensors as [-1, 1]; anything unreadable raises a
+    one-line ValueError/TypeError.
     """
     from facenet_pytorch.models.utils.detect_face import extract_face
     from PIL import Image
 
+    if isinstance(min_prob, bool) or not isinstance(min_prob, numbers.Real) or not 0.0 <= min_prob <= 1.0:
+        raise ValueError(f"min_prob must be a probability in [0, 1], got {min_prob!r}")
     arrays = _to_uint8_images(images)
     mtcnn = _mtcnn(str(device or "cpu"))
     boxes, probs, crops, masks, index, messages = [], [], [], [], [], []
@@ -156,7 +255,12 @@ def detect_faces(images, min_prob: float = 0.9, device=None) -> FaceDetections:
 
 # ----------------------------------------------------------------------------------------------- recognizers
 class SynthFaceNet(nn.Module):
-    """A small CNN recognizer for 32x32 faces: 5 strided conv stages -> 512-d embedding (not normalised)."""
+    """A small CNN recognizer for 32x32 faces: 5 strided conv stages -> 512-d embedding (not normalised).
+
+    A second head on the same features, ``face_logit``, answers "is this a face at all?": trained on renders
+    against what a generator produces when it fails (colour blocks, patch mosaics, mush, noise, flat colour,
+    shuffled parts). A recognizer alone cannot say no: it maps every input to some embedding.
+    """
 
     input_size = 32
 
@@ -173,9 +277,15 @@ class SynthFaceNet(nn.Module):
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(64 * 4 * 4, EMBED_DIM),
                                   nn.BatchNorm1d(EMBED_DIM))
+        self.face_head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def embed_and_face_logit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both heads from one pass over the features: (B, 512) embeddings, (B,) face logits."""
+        h = self.features(x)
+        return self.head(h), self.face_head(h).squeeze(-1)
 
 
 def _read_state_dict(path: Path) -> dict:
@@ -183,15 +293,42 @@ def _read_state_dict(path: Path) -> dict:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse means the file is not usable weights
-        raise ValueError(f"could not read face-recognizer weights from {path}: {type(e).__name__}: {e}. "
+        lines = [s.strip() for s in str(e).splitlines() if s.strip()] or [""]  # one line, the telling one
+        why = next((s for s in lines if s.startswith(("Unsupported", "Can only", "Trying to"))), lines[0])[:300]
+        raise ValueError(f"could not read face-recognizer weights from {path}: {type(e).__name__}: {why}. "
                          "The file may be corrupt or truncated; re-create it (python -m labkit.faces train) "
                          "or supply a good copy.") from e
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise ValueError(f"{path} does not hold a state_dict of tensors")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path} is corrupt: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]})")
     return sd
+
+
+def _metadata(path: Path) -> dict:
+    """The safetensors metadata of a recognizer file ({} for other files or none)."""
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by _read_state_dict
+        return {}
+
+
+def _stored_levels(path: Path) -> dict:
+    """The score levels a recognizer file carries in its metadata ({} when it has none)."""
+    import json
+
+    meta = _metadata(path)
+    return json.loads(meta["levels"]) if "levels" in meta else {}
 
 
 def _vggface2_cached_file() -> Path:
@@ -256,7 +393,8 @@ def _ensure_vggface2(timeout: float = 8.0) -> Path:
 class FaceRecognitionBackbone(nn.Module):
     """A frozen face recognizer: images (B, 3, H, W) in [-1, 1], any H and W -> (B, 512) unit-norm embeddings.
 
-    weights: "synthfaces" (default: the small CNN in data/), "vggface2" (facenet's InceptionResnetV1 with
+    weights: "synthfaces" (default: the small CNN in data/), "synthfaces-baseline" (the same network trained
+    without hard negatives, for comparison), "vggface2" (facenet's InceptionResnetV1 with
     its vggface2 weights: cached, downloaded, or a clear error offline), or a path to a .safetensors/.pt
     state_dict of either network. It stays in eval mode and its parameters never need gradients, but
     gradients do flow back to the input images (for identity losses).
@@ -267,11 +405,14 @@ class FaceRecognitionBackbone(nn.Module):
         from facenet_pytorch import InceptionResnetV1
 
         self.weights_name = str(weights)
-        if weights == "synthfaces":
-            path = Path(__import__("labkit.common", fromlist=["data_path"]).data_path(SYNTHFACES_WEIGHTS))
+        if weights in ("synthfaces", "synthfaces-baseline"):
+            from labkit.common import data_path
+
+            path = Path(data_path(SYNTHFACES_WEIGHTS if weights == "synthfaces" else BASELINE_WEIGHTS))
             if not path.exists():
-                raise FileNotFoundError(f"{path} is missing: train it with `python -m labkit.faces train`")
-            net, sd = SynthFaceNet(), _read_state_dict(path)
+                flag = "" if weights == "synthfaces" else f" --no-hard-negatives --out {path}"
+                raise FileNotFoundError(f"{path} is missing: train it with `python -m labkit.faces train{flag}`")
+            net, sd = SynthFaceNet(int(_metadata(path).get("width", 16))), _read_state_dict(path)
         elif weights == "vggface2":
             path = _ensure_vggface2()
             try:
@@ -285,13 +426,21 @@ class FaceRecognitionBackbone(nn.Module):
             if not path.exists():
                 raise FileNotFoundError(f"no weights file at {path}; use 'synthfaces', 'vggface2' or a path")
             sd = _read_state_dict(path)
-            net = SynthFaceNet() if any(k.startswith("features.") for k in sd) else InceptionResnetV1()
+            net = SynthFaceNet(int(_metadata(path).get("width", 16))) if any(k.startswith("features.") for k in sd) \
+                else InceptionResnetV1()
         if sd is not None:
             sd = {k: v.float() for k, v in sd.items() if not k.startswith("logits.")}
+            if isinstance(net, SynthFaceNet) and not any(k.startswith("face_head.") for k in sd):
+                del net.face_head  # an older recognizer file without the face check: embeddings only
             try:
                 net.load_state_dict(sd)
             except RuntimeError as e:
-                raise ValueError(f"{path} does not match {type(net).__name__}: {str(e)[:300]}") from e
+                raise ValueError(f"{path} does not match {type(net).__name__}: {' '.join(str(e).split())[:300]}") from e
+        self._wrap(net, device)
+        # identity_scores' ceiling and floor per frame size, stored in the file when it was trained.
+        self.score_levels = _stored_levels(path) if sd is not None else {}
+
+    def _wrap(self, net: nn.Module, device=None) -> None:
         self.net = net
         self.input_size = getattr(net, "input_size", 160)
         for p in self.parameters():
@@ -300,17 +449,53 @@ class FaceRecognitionBackbone(nn.Module):
         if device is not None:
             self.to(device)
 
+    @classmethod
+    def from_network(cls, net: nn.Module, name: str = "in training") -> FaceRecognitionBackbone:
+        """Wrap a network that is already built (e.g. one just trained) as a frozen recognizer."""
+        backbone = cls.__new__(cls)
+        nn.Module.__init__(backbone)
+        backbone.weights_name, backbone.score_levels = name, {}
+        backbone._wrap(net)
+        return backbone
+
     def train(self, mode: bool = True):
         """Always eval: the recognizer is a fixed measuring instrument (BatchNorm statistics stay put)."""
         return super().train(False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def has_face_check(self) -> bool:
+        """True when the network can also say whether an image is a face (the synthfaces recognizer)."""
+        return hasattr(self.net, "face_head")
+
+    def _resize(self, images: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(images):
+            raise TypeError(f"images must be a torch tensor (B, 3, H, W) in [-1, 1], got {type(images).__name__}")
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W) in [-1, 1], got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be float in [-1, 1], got dtype {images.dtype} (shape {tuple(images.shape)}); "
+                            "uint8 images become x / 127.5 - 1")
+        if min(images.shape[-2:]) == 0 or images.shape[0] * images.shape[-2] * images.shape[-1] > MAX_PIXELS:
+            raise ValueError(f"images of shape {tuple(images.shape)} have no pixels or more than {MAX_PIXELS:,}")
         s = self.input_size
         if images.shape[-2:] != (s, s):
             images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        return F.normalize(self.net(images.float()), dim=-1)
+        return images.float()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(self._resize(images)), dim=-1)
+
+    def embed_with_face_probability(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm embeddings (B, 512) and the probability that each image is a face (B,), in one pass.
+
+        Without a face check (facenet's InceptionResnetV1), the probability is 1 for every image.
+        """
+        x = self._resize(images)
+        if not self.has_face_check:
+            emb = self.net(x)
+            return F.normalize(emb, dim=-1), emb.new_ones(len(emb))
+        emb, logit = self.net.embed_and_face_logit(x)
+        return F.normalize(emb, dim=-1), torch.sigmoid(logit)
 
 
 @lru_cache(maxsize=4)
@@ -332,12 +517,32 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8
 @torch.no_grad()
 def embed(backbone, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Embeddings of images (..., 3, H, W) -> (..., 512), in batches."""
+    if not torch.is_tensor(images) or images.ndim < 3 or images.shape[-3] != 3:
+        raise TypeError(f"images must be a torch tensor (..., 3, H, W) in [-1, 1], got {type(images).__name__} "
+                        f"of shape {tuple(getattr(images, 'shape', ()))}")
+    if images.numel() > 3 * MAX_PIXELS:
+        raise ValueError(f"images of shape {tuple(images.shape)} hold more than {MAX_PIXELS:,} pixels: embed fewer")
     lead = images.shape[:-3]
+    if images.numel() == 0:
+        return images.new_zeros(*lead, EMBED_DIM, dtype=torch.float32).cpu()
     flat = images.reshape(-1, *images.shape[-3:])
     dev = next(backbone.parameters()).device
     out = torch.cat([backbone(flat[i:i + batch_size].to(dev)).float().cpu()
                      for i in range(0, len(flat), batch_size)])
     return out.view(*lead, -1)
+
+
+@torch.no_grad()
+def embed_with_face_probability(backbone, images: torch.Tensor, batch_size: int = 256):
+    """Embeddings (..., 512) and face probabilities (...) of images (..., 3, H, W), in batches."""
+    lead = images.shape[:-3]
+    flat = images.reshape(-1, *images.shape[-3:])
+    dev = next(backbone.parameters()).device
+    parts = [backbone.embed_with_face_probability(flat[i:i + batch_size].to(dev))
+             for i in range(0, len(flat), batch_size)]
+    emb = torch.cat([e.float().cpu() for e, _ in parts])
+    prob = torch.cat([p.float().cpu() for _, p in parts])
+    return emb.view(*lead, -1), prob.view(lead)
 
 
 def verification_metrics(genuine: np.ndarray, impostor: np.ndarray) -> dict:
@@ -408,7 +613,8 @@ def verification_report(backbone=None, size: int = 64, num_identities: int = 200
 # ----------------------------------------------------------------------------------------------- training
 def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Augment faces (B, 3, 64, 64) the way generated frames and references differ from clean renders:
-    down-scaling to 32x32 (or less) and back, blur, noise and contrast changes -> (B, 3, 32, 32)."""
+    down-scaling to 32x32 (or less) and back, blur, noise and contrast changes -> (B, 3, 32, 32).
+    No flips: left/right traits (mole, side part) carry identity."""
     B = x.shape[0]
     r = lambda *s: torch.rand(*s, generator=g)
     x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
@@ -423,8 +629,68 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     x = torch.where((r(B) < 0.3).view(B, 1, 1, 1), blurred, x)
     x = x * (0.8 + 0.4 * r(B, 1, 1, 1)) + (r(B, 1, 1, 1) - 0.5) * 0.2
     x = x + torch.randn(x.shape, generator=g) * (r(B, 1, 1, 1) < 0.5) * r(B, 1, 1, 1) * 0.15
-    flip = (r(B) < 0.0).view(B, 1, 1, 1)  # no flips: left/right traits (mole, side part) carry identity
-    return torch.where(flip, x.flip(-1), x).clamp(-1, 1)
+    return x.clamp(-1, 1)
+
+
+def colour_jitter(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Random colour changes per image (B, 3, H, W) in [-1, 1]: hue rotation, saturation, greyscale,
+    channel gains, brightness. Trained under them, a recognizer cannot get by on hair or skin colour alone."""
+    B = x.shape[0]
+    r = lambda *s: torch.rand(*s, generator=g)
+    img = (x + 1) / 2
+    # Hue rotation about the grey axis (Rodrigues' formula), up to +-strength*60 degrees.
+    angle = (r(B) * 2 - 1) * strength * math.pi / 3
+    c, s_ = torch.cos(angle), torch.sin(angle)
+    k = 1 / 3
+    eye, ones = torch.eye(3), torch.full((3, 3), k)
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=torch.float32) * math.sqrt(k)
+    rot = c.view(B, 1, 1) * eye + (1 - c).view(B, 1, 1) * ones + s_.view(B, 1, 1) * cross
+    img = torch.einsum("bij,bjhw->bihw", rot, img)
+    grey = img.mean(1, keepdim=True)
+    sat = 1 + (r(B, 1, 1, 1) * 2 - 1) * 0.6 * strength
+    sat = torch.where(r(B, 1, 1, 1) < 0.1 * strength, torch.zeros_like(sat), sat)  # sometimes greyscale
+    img = grey + (img - grey) * sat
+    img = img * (1 + (r(B, 3, 1, 1) * 2 - 1) * 0.15 * strength) * (1 + (r(B, 1, 1, 1) * 2 - 1) * 0.2 * strength)
+    return (img.clamp(0, 1) * 2 - 1)
+
+
+def not_faces(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Images that are not faces but keep a face's colours (B, 3, S, S) -> (B, 3, S, S): colour blocks,
+    noisy patch mosaics, mush (a face blurred past recognition), flat colour, noise, shuffled patches.
+
+    They are the negatives of the face check: what a generator that has not learned to draw a face gives,
+    and what a colour-reading score would praise."""
+    B, _, S, _ = x.shape
+    r = lambda *s: torch.rand(*s, generator=g)
+    kind = (r(B) * 6).long()
+    out = torch.empty_like(x)
+    for i in range(B):
+        img = x[i:i + 1]
+        k = int(kind[i])
+        if k == 0:  # colour blocks: a 3x3 .. 10x10 grid
+            n = int(3 + r(1).item() * 8)
+            out[i] = F.interpolate(F.adaptive_avg_pool2d(img, n), size=(S, S), mode="nearest")[0]
+        elif k == 1:  # a mosaic of 4x4-pixel patches with noise, as a half-trained patch model draws
+            p = max(2, S // 8)
+            m = F.interpolate(F.avg_pool2d(img, p), size=(S, S), mode="nearest")
+            out[i] = (m + torch.randn(m.shape, generator=g) * (0.05 + 0.3 * r(1).item()))[0]
+        elif k == 2:  # mush: blurred until only a blob of the colours is left
+            n = int(2 + r(1).item() * 5)
+            out[i] = F.interpolate(F.adaptive_avg_pool2d(img, n), size=(S, S), mode="bilinear",
+                                   align_corners=False)[0]
+        elif k == 3:  # flat colour, sometimes with a gradient
+            c = img.mean((2, 3), keepdim=True)
+            ramp = torch.linspace(-1, 1, S).view(1, 1, S, 1) * (r(1, 3, 1, 1) - 0.5)
+            out[i] = (c + ramp).expand(1, 3, S, S)[0]
+        elif k == 4:  # noise
+            out[i] = (torch.randn(1, 3, S, S, generator=g) * (0.2 + 0.6 * r(1).item())
+                      + img.mean((2, 3), keepdim=True))[0]
+        else:  # the face's own patches, shuffled: every colour and edge is there, the layout is not
+            p = S // 4
+            tiles = img.unfold(2, p, p).unfold(3, p, p).reshape(1, 3, 16, p, p)
+            tiles = tiles[:, :, torch.randperm(16, generator=g)]
+            out[i] = tiles.reshape(1, 3, 4, 4, p, p).permute(0, 1, 2, 4, 3, 5).reshape(1, 3, S, S)[0]
+    return out.clamp(-1, 1)
 
 
 class ArcFaceHead(nn.Module):
@@ -443,14 +709,41 @@ class ArcFaceHead(nn.Module):
         return self.scale * torch.where(onehot, target, cos)
 
 
-def train_recognizer(num_identities: int = 1000, images_per_identity: int = 12, steps: int = 1000,
+def lookalike_donors(num_classes: int, family_size: int = 6, share_in_families: float = 1.0) -> torch.Tensor:
+    """For each training class, the id whose colours and hair it wears (``identity_traits(look_from=...)``).
+
+    The first ``share_in_families`` of the classes come in families of ``family_size`` that share one donor's
+    look and differ only in face geometry: hard negatives, so the recognizer must read the face. The rest
+    wear their own look.
+    """
+    ids = train_ids_for_recognizer(num_classes)
+    in_families = int(num_classes * share_in_families) // family_size * family_size
+    donors = ids.clone()
+    donors[:in_families] = ids[:in_families].view(-1, family_size)[:, :1].expand(-1, family_size).reshape(-1)
+    return donors
+
+
+def train_ids_for_recognizer(num_classes: int) -> torch.Tensor:
+    from labkit import synthfaces
+
+    return synthfaces.train_ids(num_classes)
+
+
+def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, steps: int = 3000,
                      batch_size: int = 128, lr: float = 3e-3, seed: int = 0, out: str | None = None,
-                     log_every: int = 100, time_limit: float | None = None) -> Path:
-    """Train :class:`SynthFaceNet` with an ArcFace loss on train identities; write fp16 safetensors.
+                     log_every: int = 100, time_limit: float | None = None, hard_negatives: bool = True,
+                     width: int = 16, margin: float = 0.45) -> Path:
+    """Train :class:`SynthFaceNet` with an ArcFace loss on train identities and its face check; write fp16
+    safetensors with the score levels (:func:`labkit.metrics.measure_levels`) in the metadata.
 
     Faces are rendered once into a pool (random nuisances: pose, expression, lighting, background, camera,
-    i.e. everything a cut changes) and degraded afresh at every step (see :func:`_degrade`).
+    clothes, i.e. everything a cut changes), three quarters of the classes in look-alike families
+    (:func:`lookalike_donors`). At every step they are colour-jittered and degraded afresh, and half a batch
+    of non-faces made from them (:func:`not_faces`) trains the face check. ``hard_negatives=False`` trains
+    the same network without look-alike families and colour jitter (the comparison notebook 03 shows).
     """
+    import json
+
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
@@ -460,36 +753,56 @@ def train_recognizer(num_identities: int = 1000, images_per_identity: int = 12, 
     seed_everything(seed)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    ids = synthfaces.train_ids(num_identities)
+    ids = train_ids_for_recognizer(num_identities)
+    donors = lookalike_donors(num_identities, share_in_families=1.0 if hard_negatives else 0.0)
     pool = []
     with torch.no_grad():
         for i in range(0, num_identities, 64):
             chunk = ids[i:i + 64].repeat_interleave(images_per_identity)
-            pool.append(((synthfaces.render_faces(chunk, 64, g)[0] + 1) * 127.5).round().to(torch.uint8))
+            look = donors[i:i + 64].repeat_interleave(images_per_identity)
+            traits = synthfaces.identity_traits(chunk, look_from=look)
+            images, _ = synthfaces.render(traits, synthfaces.sample_nuisances(len(chunk), g), 64)
+            pool.append(((images + 1) * 127.5).round().to(torch.uint8))
     pool = torch.cat(pool)
     labels = torch.arange(num_identities).repeat_interleave(images_per_identity)
     print(f"rendered {len(pool)} faces of {num_identities} identities in {time.time() - t0:.0f} s", flush=True)
-    net, head = SynthFaceNet(), ArcFaceHead(num_identities)
+    net, head = SynthFaceNet(width), ArcFaceHead(num_identities, margin=margin if hard_negatives else 0.3)
     opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     net.train()
     for step in tqdm(range(steps), mininterval=30, desc="train recognizer"):
         idx = torch.randint(len(pool), (batch_size,), generator=g)
-        x = _degrade(pool[idx].float() / 127.5 - 1, g)
-        loss = F.cross_entropy(head(net(x), labels[idx]), labels[idx])
+        faces = pool[idx].float() / 127.5 - 1
+        jitter = (torch.rand(batch_size, 1, 1, 1, generator=g) < (0.85 if hard_negatives else 0.0)).float()
+        faces = jitter * colour_jitter(faces, g) + (1 - jitter) * faces
+        x = _degrade(faces, g)
+        negatives = not_faces(x[: batch_size // 2], g)
+        emb, face_logit = net.embed_and_face_logit(torch.cat([x, negatives]))
+        is_face = torch.cat([torch.ones(batch_size), torch.zeros(len(negatives))])
+        arc = F.cross_entropy(head(emb[:batch_size], labels[idx]), labels[idx])
+        check = F.binary_cross_entropy_with_logits(face_logit, is_face)
+        loss = arc + check
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)", flush=True)
+            print(f"step {step + 1}/{steps} arcface {arc.item():.3f} face check {check.item():.3f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
         if time_limit is not None and time.time() - t0 > time_limit:
             print(f"stopping at step {step + 1}: time limit {time_limit:.0f} s", flush=True)
             break
     path = Path(out) if out else data_path(SYNTHFACES_WEIGHTS)
+    from labkit.metrics import measure_levels
+
+    backbone = FaceRecognitionBackbone.from_network(net)
+    levels = {str(size): measure_levels(backbone, size) for size in (32, 64)}
     save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, str(path),
-              metadata={"num_identities": str(num_identities), "steps": str(steps), "seed": str(seed)})
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {time.time() - t0:.0f} s", flush=True)
+              metadata={"num_identities": str(num_identities), "steps": str(steps), "seed": str(seed),
+                        "hard_negatives": str(hard_negatives), "width": str(width), "margin": str(margin),
+                        "levels": json.dumps(levels)})
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {time.time() - t0:.0f} s; levels {levels}",
+          flush=True)
     return path
 
 
@@ -499,20 +812,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m labkit.faces", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train the synthfaces recognizer and write data/" + SYNTHFACES_WEIGHTS)
-    tr.add_argument("--identities", type=int, default=1000)
+    tr.add_argument("--identities", type=int, default=1500)
     tr.add_argument("--images-per-identity", type=int, default=12)
-    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--steps", type=int, default=3000)
     tr.add_argument("--batch-size", type=int, default=128)
     tr.add_argument("--lr", type=float, default=3e-3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", default=None)
+    tr.add_argument("--width", type=int, default=16, help="channels of the first stage (the network's width)")
+    tr.add_argument("--margin", type=float, default=0.45, help="ArcFace angular margin for the hard-negative run")
+    tr.add_argument("--no-hard-negatives", action="store_true",
+                    help="no look-alike families and no colour jitter (the baseline that reads colours)")
     b = sub.add_parser("bench", help="print verification figures on held-out identities")
     b.add_argument("--weights", default="synthfaces")
     b.add_argument("--identities", type=int, default=200)
     args = parser.parse_args(argv)
     if args.cmd == "train":
         train_recognizer(args.identities, args.images_per_identity, args.steps, args.batch_size, args.lr,
-                         args.seed, args.out)
+                         args.seed, args.out, hard_negatives=not args.no_hard_negatives, width=args.width,
+                         margin=args.margin)
         return
     backbone = FaceRecognitionBackbone(args.weights)
     for size in (64, 32):

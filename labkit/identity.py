@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = [
     "IdentityEncoder", "MultiCharacterIdentityBank", "BankCrossAttention", "bank_cross_attention",
-    "degenerate_bank_attention", "region_routing_mask", "EMBEDDING_DIM",
+    "degenerate_bank_attention", "region_routing_mask", "EMBEDDING_DIM", "TOKEN_DESIGNS",
 ]
 
 #: Width of the recognizer's face embedding (InceptionResnetV1 and the synthfaces recognizer).
@@ -113,8 +113,18 @@ def prepare_faces(images: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
     return images
 
 
+#: How an IdentityEncoder makes its tokens: "resampler" (a learned bank of queries attends to the face, the
+#: Perceiver resampler of IP-Adapter-Plus) or "face_only" (IP-Adapter-FaceID: one linear map from the face
+#: embedding to all tokens, then LayerNorm; nothing in the tokens is independent of the face).
+TOKEN_DESIGNS = ("resampler", "face_only")
+
+
 class IdentityEncoder(nn.Module):
     """Reference faces -> identity tokens (B, num_tokens, embed_dim).
+
+    design: one of :data:`TOKEN_DESIGNS`. A small video model trained with the learned bank learns to
+    read the bank as a constant bias and to ignore the face (notebook 04 measures it); face-only tokens
+    cannot be constant without throwing the face away, so the model that ships uses them.
 
     backbone: "synthfaces" / "vggface2" / a path (loads ``labkit.faces.FaceRecognitionBackbone``), any
     nn.Module mapping (N, 3, H, W) in [-1, 1] to (N, 512), or None (then only :meth:`encode_embeddings`
@@ -122,14 +132,23 @@ class IdentityEncoder(nn.Module):
     always in eval mode; it is registered as ``face_encoder``, so it moves with ``.to(device)``.
     """
 
-    def __init__(self, embed_dim: int = 768, num_tokens: int = 32, backbone="synthfaces", num_heads: int = 8):
+    def __init__(self, embed_dim: int = 768, num_tokens: int = 32, backbone="synthfaces", num_heads: int = 8,
+                 design: str = "resampler"):
         super().__init__()
-        self.embed_dim, self.num_tokens = embed_dim, num_tokens
+        if design not in TOKEN_DESIGNS:
+            raise ValueError(f"design must be one of {TOKEN_DESIGNS}, got {design!r}")
+        if not all(isinstance(n, int) and n >= 1 for n in (embed_dim, num_tokens, num_heads)):
+            raise ValueError(f"embed_dim, num_tokens and num_heads must be ints >= 1, got embed_dim={embed_dim!r}, "
+                             f"num_tokens={num_tokens!r}, num_heads={num_heads!r}")
+        self.embed_dim, self.num_tokens, self.design = embed_dim, num_tokens, design
         self.face_encoder = _load_backbone(backbone)
-        self.projection = nn.Linear(EMBEDDING_DIM, embed_dim)
-        # Small init, as in IP-Adapter's resampler, so the bank starts near zero and the face dominates.
-        self.identity_bank = nn.Parameter(torch.randn(num_tokens, embed_dim) / embed_dim**0.5)
-        self.cross_attention = BankCrossAttention(embed_dim, num_heads)
+        if design == "face_only":
+            self.to_tokens = nn.Linear(EMBEDDING_DIM, num_tokens * embed_dim)
+        else:
+            self.projection = nn.Linear(EMBEDDING_DIM, embed_dim)
+            # Small init, as in IP-Adapter's resampler, so the bank starts near zero and the face dominates.
+            self.identity_bank = nn.Parameter(torch.randn(num_tokens, embed_dim) / embed_dim**0.5)
+            self.cross_attention = BankCrossAttention(embed_dim, num_heads)
         self.norm_out = nn.LayerNorm(embed_dim)
 
     def train(self, mode: bool = True):
@@ -143,11 +162,16 @@ class IdentityEncoder(nn.Module):
         """(B, 3, H, W) or (B, R, 3, H, W) -> face embeddings (B, 512) or (B, R, 512), one backbone call."""
         if self.face_encoder is None:
             raise RuntimeError("this IdentityEncoder has no backbone (backbone=None): use encode_embeddings")
+        if not torch.is_tensor(reference_frames):
+            raise TypeError(f"reference_frames must be a tensor (B, 3, H, W) or (B, R, 3, H, W), "
+                            f"got {type(reference_frames).__name__}")
         if reference_frames.dim() not in (4, 5):
             raise ValueError(f"reference_frames must be (B, 3, H, W) or (B, R, 3, H, W), "
                              f"got shape {tuple(reference_frames.shape)}")
         if reference_frames.shape[0] == 0 or (reference_frames.dim() == 5 and reference_frames.shape[1] == 0):
             raise ValueError(f"no reference faces: got shape {tuple(reference_frames.shape)}")
+        if min(reference_frames.shape[-2:]) == 0 or reference_frames.numel() > 2**29:  # before reshape copies it
+            raise ValueError(f"reference_frames of shape {tuple(reference_frames.shape)} have no pixels or too many")
         lead = reference_frames.shape[:-3]
         flat = prepare_faces(reference_frames.reshape(-1, *reference_frames.shape[-3:]), self.face_encoder)
         return self.face_encoder(flat).reshape(*lead, -1)
@@ -158,6 +182,9 @@ class IdentityEncoder(nn.Module):
         R references are averaged first (their embeddings, as ID-Animator does).
         """
         e = face_embeddings
+        if not torch.is_tensor(e):
+            raise TypeError(f"face_embeddings must be a tensor (B, {EMBEDDING_DIM}) or (B, R, {EMBEDDING_DIM}), "
+                            f"got {type(e).__name__}")
         if e.dim() not in (2, 3) or e.shape[-1] != EMBEDDING_DIM:
             raise ValueError(f"face_embeddings must be (B, {EMBEDDING_DIM}) or (B, R, {EMBEDDING_DIM}), "
                              f"got shape {tuple(e.shape)}")
@@ -165,6 +192,9 @@ class IdentityEncoder(nn.Module):
             if e.shape[1] == 0:
                 raise ValueError(f"no reference faces: got face_embeddings of shape {tuple(e.shape)}")
             e = e.mean(dim=1)
+        if self.design == "face_only":
+            tokens = self.to_tokens(e.to(self.to_tokens.weight.dtype))
+            return self.norm_out(rearrange(tokens, "b (t d) -> b t d", t=self.num_tokens))
         context = rearrange(self.projection(e.to(self.projection.weight.dtype)), "b d -> b 1 d")
         latents = repeat(self.identity_bank, "t d -> b t d", b=e.shape[0])
         return self.norm_out(self.cross_attention(latents, context))

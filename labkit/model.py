@@ -8,7 +8,9 @@ diffusers' schedulers drive it (``labkit.pipeline``). Sizes are chosen for a CPU
 Three conditions, each optional, so that one checkpoint serves every strategy of the course:
 
 * **identity tokens** from :class:`labkit.identity.IdentityEncoder` (reference faces -> recognizer ->
-  projection -> learned query bank), read by identity cross-attention in every block, scaled by
+  face-only tokens by default: one linear map and LayerNorm, IP-Adapter-FaceID style; the learned-bank
+  resampler collapses to a face-independent bias in a model this small), read by identity cross-attention
+  in every block, scaled by
   ``identity_strength`` and, when face masks are given, limited to the face. They arrive the diffusers way,
   ``cross_attention_kwargs={"identity_tokens": ..., "identity_strength": ...}``;
 * **clean context frames** given per frame with a flag (B, F): frame 0 given = image-to-video from a
@@ -112,6 +114,7 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP expansion.
         identity_dim, num_identity_tokens, face_embed_dim: the IdentityEncoder inside the model turns
             recognizer embeddings (face_embed_dim = 512) into num_identity_tokens tokens of identity_dim.
+        identity_token_design: "face_only" (default) or "resampler" (:data:`labkit.identity.TOKEN_DESIGNS`).
         prediction_type: what the network predicts, "v_prediction" or "epsilon" (must match the scheduler).
     """
 
@@ -121,7 +124,7 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
     def __init__(self, sample_size: int = 32, patch_size: int = 4, in_channels: int = 3, max_frames: int = 8,
                  dim: int = 128, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
                  identity_dim: int = 128, num_identity_tokens: int = 8, face_embed_dim: int = 512,
-                 prediction_type: str = "v_prediction"):
+                 prediction_type: str = "v_prediction", identity_token_design: str = "face_only"):
         super().__init__()
         if sample_size % patch_size:
             raise ValueError(f"sample_size {sample_size} must be a multiple of patch_size {patch_size}")
@@ -136,7 +139,8 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         self.given_embed = nn.Embedding(2, dim)  # frame is a clean context frame or not
         self.cut_embed = nn.Embedding(2, dim)  # a new shot starts at this frame or not
         self.identity_encoder = IdentityEncoder(embed_dim=identity_dim, num_tokens=num_identity_tokens,
-                                                backbone=None, num_heads=max(1, identity_dim // 32))
+                                                backbone=None, num_heads=max(1, identity_dim // 32),
+                                                design=identity_token_design)
         self.blocks = nn.ModuleList(DiTBlock(dim, num_heads, identity_dim, mlp_ratio) for _ in range(depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
@@ -152,13 +156,16 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
 
     def _check_inputs(self, sample, context_frames, context_mask, face_masks, cuts):
         cfg = self.config
-        b, f = sample.shape[:2]
         expected = (3, cfg.sample_size, cfg.sample_size)
-        if sample.ndim != 5 or tuple(sample.shape[2:]) != expected:
-            raise ValueError(f"sample must be (B, F, {expected[0]}, {expected[1]}, {expected[2]}), "
+        if not torch.is_tensor(sample) or not sample.is_floating_point():
+            raise TypeError(f"sample must be a float tensor (B, F, {expected[0]}, {expected[1]}, {expected[2]}), got "
+                            f"{type(sample).__name__} {getattr(sample, 'dtype', '')}")
+        if sample.ndim != 5 or tuple(sample.shape[2:]) != expected or 0 in sample.shape[:2]:
+            raise ValueError(f"sample must be (B, F, {expected[0]}, {expected[1]}, {expected[2]}) with B, F >= 1, "
                              f"got shape {tuple(sample.shape)}")
+        b, f = sample.shape[:2]
         if f > cfg.max_frames:
-            raise ValueError(f"this model handles at most {cfg.max_frames} frames per call, got {f}; "
+            raise ValueError(f"this model handles at most {cfg.max_frames} frames per call, got sample with {f}; "
                              "generate longer videos in chunks (ReferenceConditionedGenerator does this)")
         if context_frames is not None and context_frames.shape != sample.shape:
             raise ValueError(f"context_frames must match sample {tuple(sample.shape)}, got "
@@ -195,6 +202,15 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
                              f"{sorted(ALLOWED_CROSS_ATTENTION_KWARGS)}")
         self._check_inputs(sample, context_frames, context_mask, face_masks, cuts)
         b, f = sample.shape[:2]
+        import numbers
+
+        if not torch.is_tensor(timestep) and not isinstance(timestep, numbers.Real):
+            raise TypeError(f"timestep must be a number or a tensor () or (B,), got {type(timestep).__name__}")
+        steps = torch.as_tensor(timestep)
+        if steps.ndim > 1 or steps.numel() not in (1, b) or (not torch.compiler.is_compiling() and (
+                not torch.isfinite(steps.float()).all() or (steps < 0).any())):
+            raise ValueError(f"timestep must be >= 0 and finite, a number or a tensor () or (B={b},), got "
+                             f"{timestep if steps.numel() <= 8 else tuple(steps.shape)}")
         p = self.config.patch_size
         device = sample.device
         if context_mask is None or context_frames is None:
@@ -230,6 +246,34 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         return IdentityVideoDiTOutput(sample=out)
 
 
+#: A parameter that only each token design has, to tell a checkpoint's design from its weights.
+_DESIGN_KEYS = {"face_only": "identity_encoder.to_tokens.weight", "resampler": "identity_encoder.identity_bank"}
+
+
+def _check_token_design(path) -> None:
+    """Refuse a checkpoint whose weights were trained with another identity-token design than its config says
+    (diffusers would otherwise fill the missing layers with random numbers and only warn)."""
+    import json
+
+    from safetensors import safe_open
+
+    config = json.loads((path / "config.json").read_text())
+    design = config.get("identity_token_design", "face_only")
+    weights = path / "diffusion_pytorch_model.safetensors"
+    if design not in _DESIGN_KEYS or not weights.is_file():
+        return  # an unknown design or missing weights: from_pretrained reports it
+    try:
+        with safe_open(str(weights), "pt") as f:
+            keys = set(f.keys())
+    except Exception:  # noqa: BLE001 - a corrupt file is reported by from_pretrained below
+        return
+    if _DESIGN_KEYS[design] not in keys:
+        found = [d for d, k in _DESIGN_KEYS.items() if k in keys]
+        raise ValueError(f"the checkpoint at {path} has identity_token_design={design!r} in config.json, but its "
+                         f"weights were trained with {found[0] if found else 'another'!r} tokens; fix config.json "
+                         "or use the matching checkpoint")
+
+
 def load_model(path=None, device=None, dtype=torch.float32) -> IdentityVideoDiT:
     """Load an IdentityVideoDiT folder (default: the checkpoint shipped in data/) with a clear error.
 
@@ -244,6 +288,7 @@ def load_model(path=None, device=None, dtype=torch.float32) -> IdentityVideoDiT:
     if not (path / "config.json").is_file():
         raise ValueError(f"no IdentityVideoDiT checkpoint at {path}: expected config.json and "
                          "diffusion_pytorch_model.safetensors (save one with model.save_pretrained(path))")
+    _check_token_design(path)
     try:
         model = IdentityVideoDiT.from_pretrained(path, torch_dtype=dtype, low_cpu_mem_usage=False)
     except Exception as err:  # noqa: BLE001 - re-raised with the folder named

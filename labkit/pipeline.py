@@ -10,7 +10,10 @@ averages them, turns them into identity tokens and denoises with DDIM, passing
 ``cross_attention_kwargs={"identity_tokens": ..., "identity_strength": ...}``. Long videos are made chunk by
 chunk; each chunk continues from the last frames of the previous one, with a cut between chunks.
 
-The four strategies of the course, behind one argument (all start from the first reference as keyframe):
+The four strategies of the course, behind one argument. By default the first reference is also the
+keyframe, the given first frame of the video; with ``keyframe=False`` the first chunk is drawn from pure
+noise and the references alone (as IP-Adapter, ID-Animator and ConsisID do), which only the strategies
+with identity tokens can do:
 
 =============  ==================================================================================
 implicit       temporal context only: each chunk sees the previous chunk's last frames (Sora-style)
@@ -85,33 +88,26 @@ def centred_face_masks(num_frames: int, size: int = 32, radius: float = 0.36) ->
 
 
 @torch.no_grad()
-def has_face(images: torch.Tensor, recognizer=None, min_contrast: float = 0.08) -> torch.Tensor:
+def has_face(images: torch.Tensor, recognizer=None, min_probability: float = 0.5) -> torch.Tensor:
     """Is there a face to take an identity from? images (N, 3, H, W) in [-1, 1] -> bool (N,).
 
-    MTCNN (``labkit.faces.detect_faces``) finds real faces; the kit's cartoon faces are too small and
-    stylised for it, so an image also counts when its centre differs clearly from its border (a face on a
-    background). A blank, flat or pure-noise image fails both tests.
+    First the face check of the kit's recognizer (``recognizer`` if it has one, else the synthfaces one),
+    trained on renders against colour blocks, mush, noise and flat colour; then, for what it rejects,
+    MTCNN (``labkit.faces.detect_faces``), which finds real faces in photos.
     """
-    n, _, h, w = images.shape
-    centre = images[:, :, h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean(dim=(2, 3))
-    border = torch.cat([images[:, :, :h // 8].flatten(2), images[:, :, -h // 8:].flatten(2)], dim=2).mean(2)
-    structured = (centre - border).abs().max(dim=1).values > min_contrast
-    # Pure noise has contrast everywhere but no smooth structure: neighbouring pixels disagree.
-    smooth = (images[:, :, 1:] - images[:, :, :-1]).abs().mean(dim=(1, 2, 3)) < 0.25
-    found = structured & smooth
+    import warnings
+
+    from labkit.faces import detect_faces, embed_with_face_probability, load_recognizer
+
+    if not getattr(recognizer, "has_face_check", False):
+        recognizer = load_recognizer()
+    found = embed_with_face_probability(recognizer, images)[1] >= min_probability
     if not found.all():
-        try:
-            import warnings
-
-            from labkit.faces import detect_faces
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "no face found" is the answer we are asking for here
-                det = detect_faces(images[~found])
-            missing = torch.nonzero(~found).flatten()
-            found[missing[det.image_index.unique()]] = True
-        except Exception:  # noqa: BLE001 - MTCNN is a second chance only
-            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no face found" is the answer we are asking for here
+            det = detect_faces(images[~found])
+        missing = torch.nonzero(~found).flatten()
+        found[missing[det.image_index.unique()]] = True
     return found
 
 
@@ -170,17 +166,26 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
         if refs.ndim != 5 or refs.shape[2] != 3 or refs.shape[1] == 0:
             raise ValueError("reference_images must be (3, H, W), (R, 3, H, W) or (B, R, 3, H, W) with R >= 1, "
                              f"got shape {tuple(reference_images.shape)}")
+        if 0 in refs.shape or refs.numel() > 2**29:  # refused from the shape, before anything is copied
+            raise ValueError(f"reference_images of shape {tuple(reference_images.shape)} are empty or too big")
+        if not refs.is_floating_point():
+            raise TypeError(f"reference_images must be float in [-1, 1], got dtype {refs.dtype} (uint8 images: "
+                            "x / 127.5 - 1)")
+        if not torch.isfinite(refs).all() or refs.abs().max() > 1.02:
+            raise ValueError(f"reference_images must be finite and in [-1, 1], got values in "
+                             f"[{refs.min().item():g}, {refs.max().item():g}]")
         b, r = refs.shape[:2]
         size = self.model.config.sample_size
         flat = refs.reshape(b * r, *refs.shape[2:]).float().to(self.model.device)
-        if flat.shape[-1] != size or flat.shape[-2] != size:
-            flat = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        if check_faces:
-            found = has_face(flat.cpu())
+        if check_faces:  # on the pictures as given, before they are resized to the model's size
+            found = has_face(flat.cpu(), self.recognizer)
             if not found.all():
                 bad = torch.nonzero(~found).flatten().tolist()
-                raise ValueError(f"no detectable face in reference image(s) {bad} (flattened index over B*R = "
-                                 f"{b}*{r}); give a picture with a face on a background")
+                raise ValueError(f"no face in reference image(s) {bad} (flattened index over B*R = {b}*{r}, "
+                                 f"reference_images of shape {tuple(reference_images.shape)}): give pictures of "
+                                 "the person's face")
+        if flat.shape[-1] != size or flat.shape[-2] != size:
+            flat = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return flat.reshape(b, r, 3, size, size)
 
     def _model_call(self, x, t, context, given, masks, cuts, tokens, strength, guidance, routing=None):
@@ -200,7 +205,8 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
                  generator: torch.Generator | None = None, num_inference_steps: int = 20,
                  face_masks: torch.Tensor | None = None, layout: str = "centred", chunking: bool = True,
                  context_frames: int = 2, cuts_between_chunks: bool = True, reanchor_every: int | None = None,
-                 identity_guidance: float = 1.0, init_strength: float = 0.7, check_faces: bool = True,
+                 identity_guidance: float = 1.0, init_strength: float = 1.0, check_faces: bool = True,
+                 keyframe: bool = True,
                  progress: bool = True, identity_tokens: torch.Tensor | None = None,
                  character_masks: torch.Tensor | None = None, token_character: torch.Tensor | None = None,
                  output_type: str = "pt", return_dict: bool = True):
@@ -217,10 +223,12 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             anchoring the keyframe takes one of these slots).
         reanchor_every: also give the keyframe every n-th chunk, whatever the strategy.
         identity_guidance: > 1 pushes the prediction away from the no-identity prediction (costs 2x).
-        init_strength: how much noise each chunk starts from. 1.0 = pure noise; below 1, the new frames start
-            from the chunk's last given frame noised to that level and only the remaining steps run
-            (SDEdit-style image-to-video). The CPU-trained checkpoint cannot draw a face from pure noise yet,
-            so the default is 0.7; a well-trained model can use 1.0.
+        init_strength: how much noise each chunk starts from. 1.0 (default) = pure noise; below 1, the new
+            frames start from the chunk's last given frame noised to that level and only the remaining steps
+            run (SDEdit-style image-to-video; not for the first chunk when keyframe=False).
+        keyframe: True gives the first reference as the video's first frame; False draws the first chunk from
+            pure noise and the references only (explicit and face_aware strategies; implicit and keyframe
+            need a first frame).
         identity_tokens: precomputed tokens (B, L, identity_dim) used instead of encoding reference_images
             (which still give the keyframe), e.g. several characters' tokens one after the other.
         character_masks, token_character: region routing for several characters: per-character layout
@@ -229,21 +237,37 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
         Returns GeneratorOutput(frames (B, F, 3, H, W), cuts (B, F), face_masks, chunk_starts, strategy),
         or a tuple (frames,) when return_dict is False; output_type "np" gives uint8 (B, F, H, W, 3).
         """
+        import numbers
+
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+        for name, value, top in (("num_frames", num_frames, 10_000), ("num_inference_steps", num_inference_steps,
+                                                                      self.scheduler.config.num_train_timesteps)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= top:
+                raise ValueError(f"{name} must be an int in 1..{top}, got {value!r}")
+        for name, value in (("identity_strength", identity_strength), ("identity_guidance", identity_guidance)):
+            if not isinstance(value, (numbers.Real, torch.Tensor)) or not torch.isfinite(torch.as_tensor(value)).all():
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if output_type not in ("pt", "np"):
+            raise ValueError(f"output_type must be 'pt' or 'np', got {output_type!r}")
         if reference_images is None:
             raise ValueError("reference_images is required: (R, 3, H, W) or (B, R, 3, H, W)")
         cfg = self.model.config
         chunk_len = cfg.max_frames
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if not chunking and num_frames > chunk_len - 1:
+        one_call = chunk_len - 1 if keyframe else chunk_len
+        if not chunking and num_frames > one_call:
             raise ValueError(f"num_frames={num_frames} is beyond what the model makes in one call "
-                             f"({chunk_len - 1} new frames after the keyframe); pass chunking=True")
+                             f"({one_call} new frames{' after the keyframe' if keyframe else ''}); pass chunking=True")
         if not 0.0 < init_strength <= 1.0:
             raise ValueError(f"init_strength must be in (0, 1], got {init_strength}")
         if not 1 <= context_frames < chunk_len:
             raise ValueError(f"context_frames must be in 1..{chunk_len - 1}, got {context_frames}")
+        if not keyframe and strategy in ("implicit", "keyframe"):
+            raise ValueError(f"strategy {strategy!r} needs a first frame to start from (it has no identity tokens "
+                             "to draw the person from the references alone): use keyframe=True, or the 'explicit' "
+                             "or 'face_aware' strategy with keyframe=False")
         refs = self._prepare_references(reference_images, check_faces)
         device, b, size = self.model.device, refs.shape[0], cfg.sample_size
 
@@ -257,33 +281,36 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             emb = self.recognizer(refs.reshape(-1, 3, size, size)).reshape(b, refs.shape[1], -1)
             tokens = self.model.encode_identity(emb.to(device))
         layout_masks = self._layout(face_masks, layout, b, num_frames, size, device)
-        keyframe = refs[:, 0]
+        first_frame = refs[:, 0]
 
         outputs, cut_flags, chunk_starts, produced, chunk = [], [], [], 0, 0
-        num_chunks = self._count_chunks(num_frames, chunk_len, context_frames)
+        num_chunks = self._count_chunks(num_frames, chunk_len, context_frames, keyframe)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        timesteps = full_timesteps = self.scheduler.timesteps
         if init_strength < 1.0:
             timesteps = timesteps[timesteps <= init_strength * self.scheduler.config.num_train_timesteps]
         steps_per_chunk = len(timesteps)
-        bar = self.progress_bar(total=num_chunks * steps_per_chunk) if progress else None
+        total = num_chunks * steps_per_chunk + (0 if keyframe else len(full_timesteps) - steps_per_chunk)
+        bar = self.progress_bar(total=total) if progress else None
         while produced < num_frames:
             anchor = chunk > 0 and (strategy == "keyframe" or bool(reanchor_every and chunk % reanchor_every == 0))
+            anchor = anchor and keyframe
             if chunk == 0:
-                given = [keyframe]
+                given = [first_frame] if keyframe else []
             else:
                 last = torch.cat(outputs, dim=1)
                 prev = last[:, -(context_frames - 1):] if anchor else last[:, -context_frames:]
-                given = ([keyframe] if anchor else []) + list(prev.unbind(1))
+                given = ([first_frame] if anchor else []) + list(prev.unbind(1))
             k = len(given)
             n_new = min(chunk_len - k, num_frames - produced)
             f = k + n_new
             ctx = torch.zeros(b, f, 3, size, size, device=device)
-            ctx[:, :k] = torch.stack(given, dim=1)
+            if k:
+                ctx[:, :k] = torch.stack(given, dim=1)
             given_mask = torch.zeros(b, f, dtype=torch.bool, device=device)
             given_mask[:, :k] = True
             cuts = torch.zeros(b, f, dtype=torch.bool, device=device)
-            if chunk == 0 or cuts_between_chunks:
+            if k and (chunk == 0 or cuts_between_chunks):
                 cuts[:, k] = True
             if anchor and k > 1:
                 cuts[:, 1] = True  # the keyframe is a different shot from the previous chunk's frames
@@ -299,10 +326,11 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
                 cm = torch.cat([new_cm[:, :1].expand(b, k, *new_cm.shape[2:]), new_cm], dim=1)
                 routing = region_routing_mask(cm, token_character, grid=self.model.grid)
             x = randn_tensor((b, f, 3, size, size), generator=generator, device=device)
-            if init_strength < 1.0:
+            chunk_steps = timesteps if k else full_timesteps
+            if init_strength < 1.0 and k:
                 start = ctx[:, k - 1:k].expand(b, f, 3, size, size)
                 x = self.scheduler.add_noise(start, x, timesteps[:1].repeat(b))
-            for t in timesteps:
+            for t in chunk_steps:
                 pred = self._model_call(x, t, ctx, given_mask, masks, cuts, tokens, identity_strength,
                                         identity_guidance, routing)
                 x = self.scheduler.step(pred, t, x, generator=generator).prev_sample
@@ -331,8 +359,8 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
     __call__ = generate
 
     @staticmethod
-    def _count_chunks(num_frames, chunk_len, context_frames):
-        first = chunk_len - 1
+    def _count_chunks(num_frames, chunk_len, context_frames, keyframe=True):
+        first = chunk_len - 1 if keyframe else chunk_len
         if num_frames <= first:
             return 1
         return 1 + -(-(num_frames - first) // (chunk_len - context_frames))

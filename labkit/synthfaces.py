@@ -9,9 +9,11 @@ Identity and nuisance are kept apart:
 * **Identity traits** come from the integer id alone (a hash of the id, no RNG state), so id 7 is the
   same person on every machine and device: face shape, width and jaw, skin tone, hair style and colour,
   eye size, spacing and iris colour, brow thickness, angle and colour, nose length and width, mouth
-  width and lip colour, ears, glasses, beard, moustache, earrings, mole, freckles, shirt colour.
+  width and lip colour, ears, glasses, beard, moustache, earrings, mole, freckles. Geometry ranges are
+  wide enough that two people with the same colours and hair still look like two people.
 * **Nuisances** are sampled per image: yaw, pitch and roll, smile, open mouth, raised brows, blink,
-  lighting direction and strength, background colours, gradient and shapes, camera zoom and shift.
+  lighting direction and strength, background colours, gradient and shapes, camera zoom and shift, and
+  the shirt (clothing is not identity: it may change at a cut).
 
 Identity ids: TRAIN ids are ``0 <= id < 1_000_000`` (:func:`train_ids`), TEST (held-out) ids are
 ``id >= 1_000_000`` (:func:`test_ids`). The two sets never overlap, so a recognizer trained on train ids
@@ -99,10 +101,22 @@ def _uniform(ids: torch.Tensor, k: int) -> torch.Tensor:
     return x.double().div(2.0**32).float()
 
 
-def identity_traits(ids, device=None) -> dict[str, torch.Tensor]:
+#: Traits a look-alike copies from the person it imitates: everything that is colour, hair or accessory.
+#: What stays its own is the geometry of the face (shape, jaw, eyes, brows, nose, mouth, ears) and its marks.
+LOOK_TRAITS = ("skin_color", "hair_style", "hair_color", "hair_volume", "iris_color", "brow_color", "lip_color",
+               "glasses", "glasses_color", "beard", "moustache", "earrings")
+
+
+def identity_traits(ids, device=None, look_from=None) -> dict[str, torch.Tensor]:
     """The traits of each identity id (ids (N,) ints) as a dict of tensors (N,) or colours (N, 3).
 
     Deterministic: the same id always gives the same traits, on any device, in any batch.
+    ``look_from`` (N,) ids makes look-alikes: row i keeps the face geometry of ``ids[i]`` but takes the
+    colours, hair and accessories (:data:`LOOK_TRAITS`) of ``look_from[i]``. Clothing is not a trait: a
+    character changes shirts between shots (see :func:`sample_nuisances`).
+
+    Geometry ranges are wide on purpose: two people with the same colours must differ more than one
+    person's pose or expression moves the face, as real faces do.
     """
     ids = _as_ids(ids)
     u = lambda k: _uniform(ids, k)
@@ -115,26 +129,26 @@ def identity_traits(ids, device=None) -> dict[str, torch.Tensor]:
     skin = torch.lerp(_SKIN[lo], _SKIN[lo + 1], (skin_pos - lo).unsqueeze(1))
     hair = (pick(_HAIR, 6) * (0.85 + 0.3 * u(7)).unsqueeze(1)).clamp(0, 1)
     t = {
-        "face_width": 0.36 + 0.10 * u(0),
-        "face_height": 0.47 + 0.09 * u(1),
-        "jaw": 0.05 + 0.40 * u(2),
+        "face_width": 0.33 + 0.16 * u(0),
+        "face_height": 0.44 + 0.14 * u(1),
+        "jaw": 0.6 * u(2),
         "face_squareness": u(3),
         "skin_color": skin,
         "hair_style": (u(5) * len(HAIR_STYLES)).long().clamp(max=len(HAIR_STYLES) - 1),
         "hair_color": hair,
         "hair_volume": 0.96 + 0.12 * u(32),
-        "eye_size": 0.8 + 0.45 * u(8),
-        "eye_spacing": 0.32 + 0.16 * u(9),
-        "eye_height": -0.22 + 0.16 * u(10),
+        "eye_size": 0.65 + 0.75 * u(8),
+        "eye_spacing": 0.26 + 0.28 * u(9),
+        "eye_height": -0.28 + 0.24 * u(10),
         "iris_color": pick(_IRIS, 11),
-        "brow_thickness": 0.016 + 0.026 * u(12),
-        "brow_angle": (u(13) - 0.5) * 0.7,
+        "brow_thickness": 0.012 + 0.04 * u(12),
+        "brow_angle": (u(13) - 0.5) * 1.1,
         "brow_color": torch.lerp(hair, torch.full_like(hair, 0.08), (0.2 + 0.5 * u(14)).unsqueeze(1)),
-        "nose_length": 0.09 + 0.10 * u(15),
-        "nose_width": 0.045 + 0.045 * u(16),
-        "mouth_width": 0.10 + 0.09 * u(17),
+        "nose_length": 0.06 + 0.18 * u(15),
+        "nose_width": 0.035 + 0.07 * u(16),
+        "mouth_width": 0.07 + 0.16 * u(17),
         "lip_color": torch.lerp(skin * 0.8, pick(_LIPS, 18), 0.6),
-        "ear_size": 0.75 + 0.5 * u(19),
+        "ear_size": 0.5 + 0.9 * u(19),
         "glasses": (u(20) < 0.3).float(),
         "glasses_color": pick(_GLASSES, 21),
         "beard": (u(22) < 0.2).float(),
@@ -144,8 +158,13 @@ def identity_traits(ids, device=None) -> dict[str, torch.Tensor]:
         "mole_angle": (u(26) - 0.5) * 1.4,
         "mole_height": -0.05 + 0.45 * u(27),
         "freckles": (u(28) < 0.25).float(),
-        "shirt_color": pick(_SHIRT, 29),
     }
+    if look_from is not None:
+        look_from = _as_ids(look_from)
+        if look_from.shape != ids.shape:
+            raise ValueError(f"look_from must have the shape of ids {tuple(ids.shape)}, got {tuple(look_from.shape)}")
+        donor = identity_traits(look_from)
+        t.update({k: donor[k] for k in LOOK_TRAITS})
     return {k: v.to(device) if device is not None else v for k, v in t.items()}
 
 
@@ -177,6 +196,7 @@ def sample_nuisances(n: int, generator: torch.Generator | None = None, device=No
         "bg_angle": r() * 2 * math.pi,
         "bg_shapes": torch.cat([r(4) * 2 - 1, 0.1 + 0.3 * r(2)], 1),  # circle xy, box xy, radius, half-size
         "bg_shape_color": (bg.unsqueeze(1) + (r(2, 3) - 0.5) * 0.7).clamp(0, 1),
+        "shirt_color": _SHIRT[(r() * len(_SHIRT)).long().clamp(max=len(_SHIRT) - 1)],
         "zoom": 0.88 + 0.3 * r(),
         "shift_x": (r() * 2 - 1) * 0.12,
         "shift_y": (r() * 2 - 1) * 0.10,
@@ -265,7 +285,7 @@ def _character_layers(t: dict, nu: dict, S: int) -> torch.Tensor:
     hx = fx - 0.22 * fw * sy  # the hair mass shows the back of the head, so it moves against the turn
 
     # Body, neck, back hair
-    _over(C, A, col(t["shirt_color"]), _ellipse(X - fx * 0.5, Yb - (fy + fh + 0.78), 0.72, 0.62, px),
+    _over(C, A, col(nu["shirt_color"]), _ellipse(X - fx * 0.5, Yb - (fy + fh + 0.78), 0.72, 0.62, px),
           rows=rb)
     back = st(5) * _ellipse(X - hx, Y - (fy + st(8) * fh), st(6) * fw * P(t["hair_volume"]), st(7) * fh, px)
     bun = st(9) * _ellipse(X - hx, Y - (fy - 1.12 * fh), 0.17, 0.15, px)
@@ -486,8 +506,9 @@ class SceneBatch:
     ids: torch.Tensor
 
 
+# What a cut changes: camera, background, lighting, and the clothes (a new shot may be another day).
 _SHOT_KEYS = ("light_angle", "light_strength", "brightness", "bg_color", "bg_color2", "bg_angle", "bg_shapes",
-              "bg_shape_color", "zoom", "shift_x", "shift_y")
+              "bg_shape_color", "shirt_color", "zoom", "shift_x", "shift_y")
 
 
 def _check_clip_args(num_frames, num_refs, num_cuts):
@@ -532,17 +553,18 @@ def _motion(B: int, Fr: int, num_cuts: int, generator) -> tuple[dict, torch.Tens
 
 
 def make_clips(ids, num_frames: int = 16, size: int = 64, num_refs: int = 3, num_cuts: int = 0,
-               generator=None, device=None) -> ClipBatch:
+               generator=None, device=None, look_from=None) -> ClipBatch:
     """Clips of identities ``ids`` (B,): smooth head turns, blinks, smiles and talking, ``num_cuts`` cuts
-    (camera, background and lighting change at a random frame), and ``num_refs`` references of the same
-    identity in other poses and backgrounds. See :class:`ClipBatch` for the shapes."""
+    (camera, background, lighting and clothes change at a random frame), and ``num_refs`` references of the
+    same identity in other poses, backgrounds and clothes. ``look_from`` (B,) ids renders look-alikes (see
+    :func:`identity_traits`). See :class:`ClipBatch` for the shapes."""
     ids = _as_ids(ids)
     _check_size(size)
     _check_clip_args(num_frames, num_refs, num_cuts)
     if len(ids) == 0:
         raise ValueError("need at least one identity id")
     B, Fr = len(ids), num_frames
-    traits = identity_traits(ids, device)
+    traits = identity_traits(ids, device, look_from=look_from)
     nu, cuts = _motion(B, Fr, num_cuts, generator)
     nu = {k: v.to(device) if device is not None else v for k, v in nu.items()}
     rep = lambda n: {k: v.repeat_interleave(n, 0) for k, v in traits.items()}
@@ -579,10 +601,10 @@ def make_scenes(ids, num_frames: int = 16, size: int = 64, num_refs: int = 3, nu
     Fr = num_frames
     nu, cuts = _motion(B * Cn, Fr, 0, generator)
     scene_nu, cuts = _motion(B, Fr, num_cuts, generator)  # shared background, light and cuts
-    shared = {k: scene_nu[k].repeat_interleave(Cn, 0) if False else scene_nu[k].view(B, 1, Fr, *scene_nu[k].shape[1:])
-              .expand(B, Cn, Fr, *scene_nu[k].shape[1:]).reshape(B * Cn * Fr, *scene_nu[k].shape[1:])
-              for k in _SHOT_KEYS}
-    nu.update({k: v for k, v in shared.items() if k not in ("zoom", "shift_x", "shift_y")})
+    shared = {k: scene_nu[k].view(B, 1, Fr, *scene_nu[k].shape[1:]).expand(B, Cn, Fr, *scene_nu[k].shape[1:])
+              .reshape(B * Cn * Fr, *scene_nu[k].shape[1:]) for k in _SHOT_KEYS}
+    # Background and light are the scene's; each character keeps its own camera placement and clothes.
+    nu.update({k: v for k, v in shared.items() if k not in ("zoom", "shift_x", "shift_y", "shirt_color")})
     nu = {k: v.to(device) if device is not None else v for k, v in nu.items()}
     traits = {k: v.repeat_interleave(Fr, 0) for k, v in identity_traits(flat, device).items()}
     scale = 1.25 / Cn

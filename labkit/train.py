@@ -1,15 +1,24 @@
-"""Training IdentityVideoDiT on synthetic clips rendered on the fly, on a GPU or a CPU.
+"""Training IdentityVideoDiT on synthetic faces rendered on the fly, on a GPU or a CPU.
 
     python -m labkit.train --preset cpu-tiny --out runs/tiny     # learning shows within minutes, 2 CPU cores
     python -m labkit.train --preset cpu-ship --out runs/ship     # what the shipped checkpoint was trained with
-    python -m labkit.train --preset gpu-small --out runs/gpu     # one GPU, ~15 minutes, bf16 + torch.compile
+    python -m labkit.train --preset gpu-small --out runs/gpu     # one GPU, bf16 + torch.compile
 
-Each step renders a batch of clips of training identities (``labkit.synthfaces``, ids < 1_000_000) on the
-training device, picks which conditions the model gets, noises the clips with a DDPM schedule and
-regresses the v-target on the frames that were not given as context. Conditions are dropped at random
-(identity tokens, face masks, keyframe/context frames), so one checkpoint serves all four strategies and
-identity guidance. An optional identity-preservation loss (``labkit.losses``) is applied to the predicted
-clean frames at low noise.
+Training is image-first, as in video models trained on images and videos together: the first
+``image_steps`` steps see single frames in large batches (:func:`make_image_batch`: no context, only the
+references' identity tokens), which teaches the model to draw the face in its tokens with about 8x more
+identity examples per CPU-second than clips. Then clips (:func:`make_batch`) teach time, context frames and
+cuts, with a share ``p_image_batch`` of single-frame steps mixed in. Each clip step renders clips of training
+identities (``labkit.synthfaces``, ids < 1_000_000), picks which conditions the model gets, noises the clips
+with a DDPM schedule and regresses the v-target on the frames that were not given as context. Conditions are
+dropped at random (identity tokens, face masks, keyframe/context frames), so one checkpoint serves all four
+strategies and identity guidance. The identity-preservation loss (``labkit.losses``) is applied to the
+predicted clean frames at low noise.
+
+Every ``monitor_every`` steps :func:`monitor` logs what shows whether the model uses its identity tokens:
+token spread across faces, swap sensitivity (how much another face's tokens change the prediction) and a
+references-only sample of 8 held-out identities scored with ``labkit.metrics.identity_scores``
+(``monitor.json``, ``monitor.png``, ``samples.png``).
 
 Everything random in step ``s`` comes from a generator seeded with (seed, s). A checkpoint therefore only
 needs the weights, the optimizer and the step: a run resumed after an interruption (even ``kill -9``)
@@ -30,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TrainConfig", "PRESETS", "make_batch", "train", "load_checkpoint", "plot_losses"]
+__all__ = ["TrainConfig", "PRESETS", "make_batch", "make_image_batch", "is_image_step", "train", "load_checkpoint",
+           "plot_losses", "monitor", "plot_monitor", "compare_token_designs"]
 
 
 @dataclass
@@ -60,6 +70,12 @@ class TrainConfig:
     context_colour_shift: float = 0.25
     identity_loss_weight: float = 0.0
     identity_loss_max_t: int = 400
+    # Image-first co-training: single frames (no context) in batches of image_batch_size.
+    image_batch_size: int = 32
+    image_steps: int = 0  # the first steps are all single-frame steps
+    p_image_batch: float = 0.0  # after them, this share of steps is still single frames
+    p_drop_identity_images: float = 0.1
+    monitor_every: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -73,16 +89,21 @@ class TrainConfig:
 PRESETS = {
     # Learning shows in ~3 minutes on 2 CPU cores: the loss falls and blurry faces appear.
     "cpu-tiny": TrainConfig(steps=150, batch_size=6, lr=1.5e-3, warmup=20, checkpoint_every=50,
+                            image_steps=150, identity_loss_weight=0.1,
                             model=dict(dim=64, depth=3, num_heads=4, identity_dim=64, num_identity_tokens=8)),
-    # The shipped checkpoint: ~0.27 s a step alone on 2 CPU cores, so about 30 minutes (longer on a busy CPU).
-    "cpu-ship": TrainConfig(steps=6000, batch_size=8, lr=1e-3, warmup=100, checkpoint_every=100,
+    # The shipped checkpoint, a long CPU run on one thread: 7,000 single-frame steps, then 5,000 steps of
+    # which half are clips.
+    "cpu-ship": TrainConfig(steps=12000, batch_size=8, lr=1e-3, warmup=200, checkpoint_every=250,
+                            image_steps=7000, p_image_batch=0.5, identity_loss_weight=0.1, monitor_every=500,
                             model=dict(dim=96, depth=4, num_heads=4, identity_dim=96, num_identity_tokens=8)),
-    # Sized for one GPU in ~15 minutes (never run in this repository yet: no GPU was available).
+    # Sized for one GPU (not yet run in this repository: no GPU was lent).
     "gpu-small": TrainConfig(steps=12000, batch_size=64, lr=6e-4, warmup=500, checkpoint_every=1000,
-                             log_every=50, identity_loss_weight=0.05, bf16=True, compile=True,
+                             log_every=50, identity_loss_weight=0.1, bf16=True, compile=True, image_batch_size=256,
+                             image_steps=4000, p_image_batch=0.3, monitor_every=1000,
                              model=dict(dim=256, depth=8, num_heads=8, identity_dim=256, num_identity_tokens=16)),
     # Only for the test suite: a few fast steps.
     "test-mini": TrainConfig(steps=12, batch_size=2, lr=1e-3, warmup=2, checkpoint_every=3, log_every=1,
+                             image_batch_size=4, image_steps=4, p_image_batch=0.5,
                              model=dict(dim=32, depth=1, num_heads=2, identity_dim=32, num_identity_tokens=4)),
 }
 
@@ -133,10 +154,7 @@ def make_batch(cfg: TrainConfig, step: int, recognizer, device) -> dict:
             frames[i, start:] = shot_b.frames[i, : f - start]
             masks[i, start:] = shot_b.masks[i, : f - start]
             cuts[i, start] = True
-    embeddings = recognizer(refs.reshape(-1, 3, s, s).to(device)).reshape(b, refs.shape[1], -1)
-    num_refs_used = torch.randint(1, cfg.num_refs + 1, (b,), generator=g)
-    for i in range(b):  # 1..R references, so that the model sees identity from few and many references
-        embeddings[i, num_refs_used[i]:] = embeddings[i, : num_refs_used[i]].mean(0, keepdim=True)
+    embeddings = _reference_embeddings(refs, recognizer, cfg, g, device)
     use_identity = torch.rand(b, generator=g) >= cfg.p_drop_identity
     use_masks = torch.rand(b, generator=g) < cfg.p_face_masks
     aug = (torch.rand(b, generator=g) < cfg.p_context_aug).float()[:, None, None, None, None]
@@ -150,6 +168,49 @@ def make_batch(cfg: TrainConfig, step: int, recognizer, device) -> dict:
     return dict(frames=frames, context=context, given=given.to(device), cuts=cuts.to(device), masks=masks,
                 references=refs, embeddings=embeddings, use_identity=use_identity.to(device),
                 use_masks=use_masks.to(device), noise=noise, timesteps=timesteps)
+
+
+def _reference_embeddings(refs, recognizer, cfg: TrainConfig, g, device) -> torch.Tensor:
+    """Recognizer embeddings of the references (B, R, 3, S, S) -> (B, R, 512); each row uses 1..R of them
+    (the rest repeat their mean), so that the model sees identity from few and many references."""
+    b, r = refs.shape[:2]
+    embeddings = recognizer(refs.reshape(-1, *refs.shape[2:]).to(device)).reshape(b, r, -1)
+    num_refs_used = torch.randint(1, cfg.num_refs + 1, (b,), generator=g)
+    for i in range(b):
+        embeddings[i, num_refs_used[i]:] = embeddings[i, : num_refs_used[i]].mean(0, keepdim=True)
+    return embeddings
+
+
+def is_image_step(cfg: TrainConfig, step: int) -> bool:
+    """Whether step ``step`` trains on single frames (image-first co-training); fixed by (seed, step)."""
+    if step < cfg.image_steps:
+        return True
+    if cfg.p_image_batch <= 0:
+        return False
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_777_777)
+    return bool(torch.rand(1, generator=g) < cfg.p_image_batch)
+
+
+@torch.no_grad()
+def make_image_batch(cfg: TrainConfig, step: int, recognizer, device) -> dict:
+    """A batch of ``cfg.image_batch_size`` single frames (F = 1) of training identities, no context frames:
+    the model must take the face from its identity tokens. Same keys and layouts as :func:`make_batch`."""
+    from labkit.synthfaces import make_clips, train_ids
+
+    g = step_generator(cfg.seed, step)
+    b, s = cfg.image_batch_size, cfg.size
+    ids = train_ids(1_000_000)[torch.randint(0, 1_000_000, (b,), generator=g)]
+    shot = make_clips(ids, num_frames=1, size=s, num_refs=cfg.num_refs, num_cuts=0, generator=g, device=device)
+    embeddings = _reference_embeddings(shot.references, recognizer, cfg, g, device)
+    use_identity = torch.rand(b, generator=g) >= cfg.p_drop_identity_images
+    use_masks = torch.rand(b, generator=g) < cfg.p_face_masks
+    noise = torch.randn(shot.frames.shape, generator=g).to(device)
+    timesteps = torch.randint(0, 1000, (b,), generator=g).to(device)
+    none = torch.zeros(b, 1, dtype=torch.bool, device=device)
+    return dict(frames=shot.frames, context=torch.zeros_like(shot.frames), given=none, cuts=none.clone(),
+                masks=shot.masks, references=shot.references, embeddings=embeddings,
+                use_identity=use_identity.to(device), use_masks=use_masks.to(device), noise=noise,
+                timesteps=timesteps)
 
 
 def compute_loss(model, scheduler, batch: dict, cfg: TrainConfig, recognizer=None):
@@ -186,15 +247,113 @@ def compute_loss(model, scheduler, batch: dict, cfg: TrainConfig, recognizer=Non
     return loss, terms
 
 
+# Why a weights-only load failed, by the unpickler's message: these mean the file holds a Python object whose
+# loading would run code (a class to build, a function to call), not that its bytes are damaged.
+_CODE_MARKERS = ("Unsupported global", "unsupported GLOBAL", "Trying to call reduce", "Can only create new object",
+                 "Can only build")
+#: What every training checkpoint holds.
+_CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "step", "losses")
+
+
 def load_checkpoint(path) -> dict:
-    """Read a training checkpoint (weights, optimizer, step, losses, config) with a clear error if corrupt."""
+    """Read a training checkpoint (weights, optimizer, LR schedule, step, losses, config).
+
+    Checkpoints hold only tensors and plain Python values (dict, list, tuple, int, float, str, bool, None), so
+    they are read with ``torch.load(weights_only=True)``: nothing in the file is executed. A file that would
+    need code to run to load (a pickled object) is refused with a ValueError, and so is a corrupt one.
+    """
+    import pickle
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        detail = next((s.strip() for s in lines if any(m in s for m in _CODE_MARKERS)), None)
+        if detail is not None:
+            raise ValueError(f"training checkpoint {path} needs arbitrary code to load and is refused: it holds a "
+                             f"pickled Python object ({detail.split(' was not')[0][:200]}), while a training "
+                             "checkpoint holds only tensors and plain values. Use checkpoints written by "
+                             "labkit.train, or start afresh (--fresh or another --out).") from None
+        reason = next((s.strip() for s in lines[::-1] if "Unsupported" in s), str(err)[:200])
+        raise ValueError(f"training checkpoint {path} is corrupt, or needs arbitrary code to load, and is refused "
+                         f"(UnpicklingError: {reason}); start afresh with --fresh or another --out") from None
     except Exception as err:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"training checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err})") from err
+        raise ValueError(f"training checkpoint {path} is corrupt or unreadable ({type(err).__name__}: "
+                         f"{str(err)[:300]}); start afresh with --fresh or another --out") from err
+    if isinstance(state, dict) and "checksum" in state and state["checksum"] != _checksum(state):
+        raise ValueError(f"training checkpoint {path} is corrupt: its contents do not match the checksum written "
+                         "with it (damaged on disk or in a copy); start afresh with --fresh or another --out")
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not isinstance(state.get("config", {}), dict):
+        raise ValueError(f"{path} is not a training checkpoint of labkit.train "
+                         f"({'missing ' + ', '.join(missing) if missing else 'its config is not a dict'})")
+    return state
+
+
+def _plain(obj, where: str = "checkpoint"):
+    """``obj`` with only tensors and plain Python values, which a weights-only load reads back as they were.
+
+    NumPy scalars become Python numbers, NumPy arrays tensors, named tuples tuples, int/str subclasses their
+    base type; anything else raises TypeError naming where it is (at save time, not at the next load).
+    """
+    from collections import OrderedDict
+
+    import numpy as np
+
+    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
+        return obj.item()
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, (bool, int, float, str)):  # IntEnum, str subclasses...: their plain base type
+        return next(t(obj) for t in (bool, int, float, str) if isinstance(obj, t))
+    if isinstance(obj, dict):
+        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for k, v in obj.items():
+            out[_plain(k, f"a key of {where}")] = _plain(v, f"{where}[{k!r}]")
+        if getattr(obj, "_metadata", None) is not None:  # nn.Module.state_dict's per-module versions
+            out._metadata = _plain(obj._metadata, f"{where}._metadata")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; a training checkpoint holds only "
+                    "tensors, dicts, lists, tuples, int, float, str, bool and None (so that it loads without "
+                    "running code)")
+
+
+def _checksum(state: dict) -> str:
+    """SHA-256 of everything in a checkpoint but its "checksum" entry: every tensor's bytes, dtype and shape and
+    every plain value, in order. torch.load checks no CRC, so without it a flipped bit would load silently."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, torch.Tensor):
+            h.update(f"T{x.dtype}{tuple(x.shape)}".encode())
+            h.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}".encode())
+            for k, v in x.items():
+                feed(k)
+                feed(v)
+        elif isinstance(x, (list, tuple)):
+            h.update(f"{type(x).__name__[0]}{len(x)}".encode())
+            for v in x:
+                feed(v)
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
 
 
 def _save_atomic(obj, path: Path) -> None:
+    obj = _plain(obj)  # tensors and plain values only: load_checkpoint reads it with weights_only=True
+    if isinstance(obj, dict):
+        obj["checksum"] = _checksum(obj)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     with open(tmp, "rb") as fh:
@@ -202,15 +361,15 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
 
 
-def plot_losses(losses: list, path, title: str = "training loss") -> Path:
-    """Save the loss curve (raw and smoothed) as a PNG; returns the path."""
-    import matplotlib
+def plot_losses(losses: list, path=None, title: str = "training loss"):
+    """The loss curve (raw and smoothed) as a matplotlib Figure; saved as PNG when ``path`` is given.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Built without pyplot, so it never touches the notebook's backend: a cell that returns it shows it.
+    """
+    from matplotlib.figure import Figure
 
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
     steps = [s for s, _ in losses]
     values = [v for _, v in losses]
     ax.plot(steps, values, alpha=0.35, label="per step")
@@ -224,9 +383,109 @@ def plot_losses(losses: list, path, title: str = "training loss") -> Path:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if path is not None:
+        fig.savefig(Path(path), dpi=110)
+    return fig
+
+
+#: Held-out identities the training monitor draws from their references alone (never trained on).
+MONITOR_IDS = 8
+
+
+@torch.no_grad()
+def monitor(model, recognizer, cfg: TrainConfig, num_inference_steps: int = 20, guidance: float = 2.0) -> dict:
+    """Is the model using its identity tokens? Measured on :data:`MONITOR_IDS` held-out identities.
+
+    token_spread: mean distance between two faces' tokens, relative to the tokens' size (0 = every face
+    gets the same tokens, the collapse to watch for). swap_sensitivity: relative change of the prediction on a
+    real frame noised to t=500 when another face's tokens are given. score and top1: a references-only sample
+    (one frame from pure noise, identity guidance ``guidance``) scored with ``identity_scores`` against its
+    own references, and how often its best match among the 8 reference sets is its own.
+    Returns the figures and ``samples`` (8, 3, S, S) next to ``references`` (8, 3, S, S).
+    """
+    from labkit.metrics import identification_top1, identity_scores
+    from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
+    from labkit.synthfaces import make_clips, test_ids
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(4321)
+    clips = make_clips(test_ids(MONITOR_IDS, offset=70_000), num_frames=1, size=cfg.size, num_refs=3, generator=g)
+    refs = clips.references
+    emb = recognizer(refs.flatten(0, 1).to(device)).reshape(MONITOR_IDS, 3, -1)
+    tokens = model.encode_identity(emb)
+    flat = tokens.flatten(1)
+    pair = torch.cdist(flat, flat)
+    spread = (pair.sum() / (MONITOR_IDS * (MONITOR_IDS - 1)) / flat.norm(dim=1).mean()).item()
+    sched = make_scheduler("ddpm")
+    t = torch.full((MONITOR_IDS,), 500, device=device)
+    x_t = sched.add_noise(clips.frames.to(device), torch.randn(clips.frames.shape, generator=g).to(device), t)
+    own = model(x_t, t, cross_attention_kwargs={"identity_tokens": tokens}).sample
+    swapped = model(x_t, t, cross_attention_kwargs={"identity_tokens": tokens.roll(1, 0)}).sample
+    swap = ((own - swapped).norm() / own.norm().clamp_min(1e-12)).item()  # 0 while the output is still 0
+    pipe = ReferenceConditionedGenerator(model, make_scheduler("ddim"), recognizer)
+    samples = pipe.generate(reference_images=refs, num_frames=1, keyframe=False, strategy="explicit",
+                            identity_strength=1.0, identity_guidance=guidance, num_inference_steps=num_inference_steps,
+                            generator=torch.Generator().manual_seed(7), check_faces=False, progress=False).frames
+    scores = identity_scores(samples.cpu(), refs, recognizer)
+    model.train(was_training)
+    return {"token_spread": spread, "swap_sensitivity": swap, "score": scores.mean().item(),
+            "top1": identification_top1(samples.cpu(), refs, recognizer), "samples": samples[:, 0].cpu(),
+            "references": refs[:, 0]}
+
+
+def plot_monitor(records: list, path=None):
+    """The monitor's figures over training (references-only score and top-1, token spread, swap sensitivity)
+    as a Figure with fixed axes; saved as PNG when ``path`` is given."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3))
+    ax1, ax2 = fig.subplots(1, 2)
+    steps = [r["step"] for r in records]
+    ax1.plot(steps, [r["score"] for r in records], "o-", label="identity score (references only)")
+    ax1.plot(steps, [r["top1"] for r in records], "s--", label="top-1 among 8")
+    ax1.set_ylim(-0.1, 1.05)
+    ax1.set_xlabel("step")
+    ax1.set_title("drawing the person from the references alone")
+    ax1.legend(fontsize=8)
+    ax2.plot(steps, [r["token_spread"] for r in records], "o-", label="token spread across faces")
+    ax2.plot(steps, [r["swap_sensitivity"] for r in records], "s--", label="swap sensitivity")
+    ax2.set_ylim(0, max([1.0] + [r["token_spread"] for r in records] + [r["swap_sensitivity"] for r in records]))
+    ax2.set_xlabel("step")
+    ax2.set_title("does the model read its identity tokens?")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=110)
+    return fig
+
+
+def compare_token_designs(steps: int = 150, designs=("resampler", "face_only"), seed: int = 0,
+                          progress: bool = False) -> dict:
+    """Train the cpu-tiny model once per identity-token design, on the same single-frame batches, and return
+    the monitor's figures (:func:`monitor`) at the start and at the end of each run: {design: [first, last]}.
+
+    It shows whether training keeps the tokens different across faces (token spread) and whether the model
+    reads them (swap sensitivity), which is how the learned bank's collapse shows (notebook 04).
+    """
+    import tempfile
+
+    base = PRESETS["cpu-tiny"]
+    out = {}
+    for design in designs:
+        cfg = replace(base, steps=steps, image_steps=steps, monitor_every=steps, checkpoint_every=steps, seed=seed,
+                      warmup=min(base.warmup, steps // 4), model={**base.model, "identity_token_design": design})
+        with tempfile.TemporaryDirectory() as folder:
+            train(cfg, folder, resume=False, progress=progress)
+            out[design] = json.loads((Path(folder) / "monitor.json").read_text())
+    return out
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, change_schedule: bool = False) -> dict:
@@ -268,13 +527,23 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                                      "steps_after": cfg.steps})
             saved["steps"] = cfg.steps
         _check_same_run(saved, cfg, ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["lr_scheduler"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["lr_scheduler"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise ValueError(f"{ckpt_path} does not fit this run's model and optimizer ({type(err).__name__}: "
+                             f"{str(err)[:300]}); start afresh with --fresh or another --out") from err
+        if not isinstance(state["step"], int) or state["step"] < 0 or not isinstance(state["losses"], list):
+            raise ValueError(f"{ckpt_path} holds step {state['step']!r} (expected an int >= 0) and losses of "
+                             f"type {type(state['losses']).__name__} (expected a list)")
         step, losses = state["step"], state["losses"]
         schedule_changes = state.get("schedule_changes", []) + schedule_changes
         print(f"resumed from {ckpt_path} at step {step}")
     recognizer = FaceRecognitionBackbone(device=device)
+    monitor_path = out / "monitor.json"
+    records = [r for r in json.loads(monitor_path.read_text()) if r["step"] <= step] \
+        if monitor_path.exists() and step > 0 else []
     noise_scheduler = make_scheduler("ddpm")
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
     forward_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
@@ -285,11 +554,32 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                       "step": at_step, "losses": losses, "config": asdict(cfg),
                       "schedule_changes": schedule_changes}, ckpt_path)
 
+    def check_in(at_step):
+        from PIL import Image
+
+        from labkit.common import image_strip
+
+        m = monitor(model, recognizer, cfg)
+        records.append({"step": at_step, **{k: v for k, v in m.items() if not torch.is_tensor(v)}})
+        _write_json_atomic(records, monitor_path)
+        plot_monitor(records, out / "monitor.png")
+        grid = torch.cat([m["references"], m["samples"]])
+        strip = Image.fromarray(image_strip(grid, ncols=MONITOR_IDS))  # references above, samples below
+        strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / "samples.png")
+        bar.write(f"step {at_step}: references-only score {m['score']:.3f}, top-1 {m['top1']:.2f}, "
+                  f"token spread {m['token_spread']:.3f}, swap sensitivity {m['swap_sensitivity']:.4f}")
+
     model.train()
-    start, first_step = time.perf_counter(), step
+    start = time.perf_counter()
+    busy = {"image": 0.0, "clip": 0.0}  # seconds spent in each kind of step (monitors not counted)
+    counts = {"image": 0, "clip": 0}
     bar = tqdm(total=cfg.steps, initial=step, desc="training", disable=not progress)
+    if cfg.monitor_every and step == 0:
+        check_in(0)
     while step < cfg.steps:
-        batch = make_batch(cfg, step, recognizer, device)
+        t_step = time.perf_counter()
+        kind = "image" if is_image_step(cfg, step) else "clip"
+        batch = (make_image_batch if kind == "image" else make_batch)(cfg, step, recognizer, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss, terms = compute_loss(forward_model, noise_scheduler, batch, cfg, recognizer)
         if cfg.fail_nan_at is not None and step == cfg.fail_nan_at:
@@ -306,6 +596,10 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
         sched.step()
         step += 1
         losses.append((step, terms["denoise"]))
+        busy[kind] += time.perf_counter() - t_step
+        counts[kind] += 1
+        if cfg.monitor_every and step % cfg.monitor_every == 0:
+            check_in(step)
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{sum(v for _, v in losses[-cfg.log_every:]) / cfg.log_every:.4f}")
         bar.update()
@@ -313,14 +607,18 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
             save(step)
     bar.close()
     seconds = time.perf_counter() - start
-    done = step - first_step
     model.eval()
     model.save_pretrained(out / "model")
     plot_losses(losses, out / "loss.png")
+    if cfg.monitor_every and (not records or records[-1]["step"] != step):
+        check_in(step)
     first = sum(v for _, v in losses[:20]) / max(1, len(losses[:20]))
     last = sum(v for _, v in losses[-20:]) / max(1, len(losses[-20:]))
     summary = {"steps": step, "seconds_this_session": seconds,
-               "clips_per_second": done * cfg.batch_size / seconds if seconds > 0 and done else None,
+               "clips_per_second": counts["clip"] * cfg.batch_size / busy["clip"] if busy["clip"] else None,
+               "images_per_second": counts["image"] * cfg.image_batch_size / busy["image"] if busy["image"] else None,
+               "image_steps": counts["image"], "clip_steps": counts["clip"],
+               "monitor": records[-1] if records else None,
                "loss_first_20": first, "loss_last_20": last, "device": str(device),
                "threads": torch.get_num_threads(), "config": asdict(cfg), "schedule_changes": schedule_changes}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -367,6 +665,20 @@ def main(argv=None):
     parser.add_argument("--fail-nan-at", type=int, help="simulate a NaN loss at this step (tests, demos)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    for flag, value, low, high in (("--steps", args.steps, 1, 10**9), ("--batch-size", args.batch_size, 1, 4096),
+                                   ("--checkpoint-every", args.checkpoint_every, 1, 10**9),
+                                   ("--threads", args.threads, 1, 1024), ("--seed", args.seed, 0, 2**40)):
+        if value is not None and not low <= value <= high:
+            parser.error(f"argument {flag}: must be in {low}..{high}, got {value}")
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError) as err:
+            parser.error(f"argument --device: {str(err).splitlines()[0]}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            parser.error(f"argument --device: {args.device} asked for, but CUDA is not available here")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"argument --out: {args.out} is a file, not a run folder")
     cfg = PRESETS[args.preset]
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every,
                  "seed": args.seed, "device": args.device, "num_threads": args.threads,
@@ -379,8 +691,10 @@ def main(argv=None):
     except (FloatingPointError, ValueError) as err:
         print(f"ERROR: {err}")
         raise SystemExit(2) from err
+    speed = ", ".join(f"{result[k]:.1f} {k.split('_')[0]}/s" for k in ("images_per_second", "clips_per_second")
+                      if result[k])
     print(f"done: {result['steps']} steps, loss {result['loss_first_20']:.4f} -> {result['loss_last_20']:.4f}, "
-          f"{result['clips_per_second'] or 0:.1f} clips/s on {result['device']}; model in {Path(out) / 'model'}")
+          f"{speed} on {result['device']}; model in {Path(out) / 'model'}")
 
 
 if __name__ == "__main__":

@@ -116,8 +116,11 @@ def validate_settings(settings: DriftSettings) -> tuple[DriftSettings | None, li
         strength = float(settings.identity_strength)
         refs, chunks = int(settings.num_references), int(settings.num_chunks)
         seed, ident = int(settings.seed), int(settings.identity)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         return None, [f"settings must be numbers: {err}"]
+    if not isinstance(settings.strategy, str) or not isinstance(settings.reference_quality, str):
+        return None, [f"strategy and reference quality must be names, got {settings.strategy!r} and "
+                      f"{settings.reference_quality!r}"]
     if not np.isfinite(strength):
         return None, [f"identity_strength must be a number in 0..1.5, got {strength}"]
     if not 0.0 <= strength <= 1.5:
@@ -336,7 +339,8 @@ def _png(fig) -> bytes:
 
 
 def curve_png(result: DriftResult, width: float = 5.0, height: float = 2.8) -> bytes:
-    """Per-frame normalised identity with the ceiling (1) and floor (0) drawn and cuts marked, as PNG."""
+    """Per-frame identity score with the ceiling (1) and floor (0) drawn and cuts marked, as PNG; the y axis
+    is fixed, so a small difference looks small."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
@@ -348,10 +352,9 @@ def curve_png(result: DriftResult, width: float = 5.0, height: float = 2.8) -> b
     for i, c in enumerate(result.cuts):
         ax.axvline(c - 0.5, color="0.5", lw=0.8, ls=":", label="cut / new chunk" if i == 0 else None)
     ax.plot(np.arange(len(y)), y, "o-", ms=3, color="tab:blue", label="generated")
-    ax.set_ylim(min(-0.3, float(np.nanmin(y)) - 0.1) if len(y) else -0.3,
-                max(1.3, float(np.nanmax(y)) + 0.1) if len(y) else 1.3)
+    ax.set_ylim(-0.3, 1.3)
     ax.set_xlabel("frame")
-    ax.set_ylabel("normalised identity")
+    ax.set_ylabel("identity score")
     s = result.settings
     ax.set_title(f"{s.strategy}, strength {s.identity_strength:g}, {s.num_references} refs", fontsize=9)
     ax.legend(fontsize=6, loc="lower left", ncol=2)
@@ -401,11 +404,11 @@ def _gif(frames: np.ndarray, fps: int = 6, scale: int = 4) -> bytes:
 
 
 _FIGURE_LABELS = {
-    "mean": "mean normalised identity",
+    "mean": "mean identity score",
+    "face_quality": "face quality (share of frames that are faces)",
     "first_chunk": "first chunk",
     "last_chunk": "last chunk",
     "drift": "drift (first - last chunk)",
-    "below_floor": "frames below the floor",
     "variety": "variety (mean pixel change within a shot)",
 }
 
@@ -417,7 +420,7 @@ def figures_html(result: DriftResult, source: str, seconds: float) -> str:
         value = result.figures.get(key)
         if value is None:
             continue
-        text = f"{100 * value:.0f}%" if key == "below_floor" else f"{value:.3f}"
+        text = f"{100 * value:.0f}%" if key == "face_quality" else f"{value:.3f}"
         rows.append(f"<tr><td>{label}</td><td><b id='driftlab-{key.replace('_', '-')}'>{text}</b></td></tr>")
     s = result.settings
     setting = html.escape(f"{s.strategy} | strength {s.identity_strength:g} | {s.num_references} refs "
@@ -518,7 +521,10 @@ class DriftLab:
         self._batch = True
         try:
             for k, v in values.items():
-                self.controls[k].value = v
+                try:
+                    self.controls[k].value = v
+                except Exception as err:  # noqa: BLE001 - traitlets' TraitError: the widget refuses the value
+                    raise ValueError(f"DriftLab control {k} cannot take {v!r}: {str(err).splitlines()[0]}") from None
         finally:
             self._batch = False
         self.request()
@@ -740,7 +746,7 @@ class DriftEngine:
         import torch
 
         from labkit.common import get_device
-        from labkit.metrics import embed_frames, identity_levels
+        from labkit.metrics import embed_frames
         from labkit.pipeline import ReferenceConditionedGenerator
         from labkit.synthfaces import test_ids
 
@@ -753,9 +759,6 @@ class DriftEngine:
         self.max_frames = self.pipe.model.config.max_frames
         self.steps = steps
         self.ids = test_ids(NUM_HELDOUT)
-        with _threads(num_threads):
-            self.levels = identity_levels(self.recognizer, self.ids[:12], size=self.size,
-                                          num_refs=SCORING_REFERENCES)
         self._embed = embed_frames
         self._identity_cache: dict = {}
         self._lock = threading.Lock()
@@ -792,6 +795,7 @@ class DriftEngine:
         mean = basis_points.mean(0)
         _, _, vt = np.linalg.svd(basis_points - mean, full_matrices=False)
         item = {"references": given.references, "masks": given.masks, "ref_emb": ref_emb,
+                "score_images": scoring.references,
                 "ref_mean": reference_embedding(ref_emb[None]), "mean": mean, "basis": vt[:2].T,
                 "others_xy": (other_emb.numpy() - mean) @ vt[:2].T, "identity": ident}
         self._identity_cache[index] = item
@@ -816,7 +820,7 @@ class DriftEngine:
 
     def _run(self, settings, identities, progress, reanchor_every, steps, start) -> list[DriftResult]:
         from labkit.common import to_uint8
-        from labkit.metrics import normalised_identity, reference_similarity, variety
+        from labkit.metrics import identity_scores, variety
         from labkit.pipeline import frames_for_chunks
 
         torch = self._torch
@@ -840,23 +844,24 @@ class DriftEngine:
                 del self.pipe.progress_bar
         frames = out.frames.cpu()                                                   # (B, F, 3, S, S)
         emb = self._embed(self.recognizer, frames)                                  # (B, F, 512)
-        sim = reference_similarity(emb, torch.stack([w["ref_emb"] for w in who]))   # (B, F)
-        norm = normalised_identity(sim, self.levels["ceiling"], self.levels["floor"]).numpy()
+        scores, parts = identity_scores(frames, torch.stack([w["score_images"] for w in who]), self.recognizer,
+                                        return_parts=True)
+        norm = scores.numpy()                                                       # (B, F)
+        faces = parts["face_probability"].numpy()
         moving = variety(frames, out.cuts)
         seconds = (time.perf_counter() - start) / len(who)
         results = []
         for b, (index, w) in enumerate(zip(identities, who)):
             per_chunk = chunk_means(norm[b:b + 1], out.chunk_starts)[0].tolist()
-            figures = {"mean": float(norm[b].mean()), "first_chunk": per_chunk[0], "last_chunk": per_chunk[-1],
-                       "drift": per_chunk[0] - per_chunk[-1], "below_floor": float((norm[b] < 0).mean()),
-                       "variety": float(moving[b])}
+            figures = {"mean": float(norm[b].mean()), "face_quality": float((faces[b] >= 0.5).mean()),
+                       "first_chunk": per_chunk[0], "last_chunk": per_chunk[-1],
+                       "drift": per_chunk[0] - per_chunk[-1], "variety": float(moving[b])}
             project = lambda e, w=w: (np.asarray(e, dtype=np.float64) - w["mean"]) @ w["basis"]
             results.append(DriftResult(
                 settings=settings.replace(identity=index), frames=to_uint8(frames[b]), references=to_uint8(refs[b]),
                 normalised=norm[b], cuts=torch.nonzero(out.cuts[b]).flatten().tolist(),
                 frame_xy=project(emb[b].numpy()), reference_xy=project(w["ref_emb"].numpy()),
-                others_xy=w["others_xy"], figures=figures, ceiling=self.levels["ceiling"],
-                floor=self.levels["floor"], seconds=seconds,
+                others_xy=w["others_xy"], figures=figures, seconds=seconds,
                 extra={"per_chunk": per_chunk, "chunk_starts": list(out.chunk_starts)}))
         return results
 

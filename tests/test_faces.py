@@ -46,8 +46,8 @@ def test_image_too_small_for_mtcnn_gives_a_message_not_an_error_from_inside_mtcn
 
 
 @pytest.mark.parametrize("images, match", [
-    (np.zeros((50, 50, 4), np.uint8), r"\(H, W, 3\)"),
-    (np.zeros((50, 50, 3), np.float64), "uint8"),
+    (np.zeros((50, 50, 5), np.uint8), r"\(H, W, 3\)"),
+    (np.full((50, 50, 3), 2.0), r"read as \[0, 1\]"),
     (torch.zeros(1, 1, 32, 32), r"\(B, 3, H, W\)"),
 ])
 def test_detect_faces_rejects_wrong_image_layouts_clearly(images, match):
@@ -197,3 +197,45 @@ def _embed(net, x):
         return net(x)
     finally:
         net.classify = True
+
+
+def _one_face_near_the_astronauts(det):
+    assert len(det) == 1 and det.messages == [], det.message
+    x1, y1, x2, y2 = det.boxes[0].tolist()
+    assert 150 < (x1 + x2) / 2 < 250 and 50 < (y1 + y2) / 2 < 150
+
+
+def test_detect_faces_reads_a_png_loaded_by_matplotlib_and_greyscale_images(astronaut, tmp_path):
+    """Float arrays are [0, 1] (plt.imread, skimage); greyscale (H, W) float or uint8, RGBA and PIL all work."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    from skimage.color import rgb2gray
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(path)
+    png = plt.imread(path)  # float32 (H, W, 3) in [0, 1]
+    assert png.dtype == np.float32 and png.max() <= 1.0
+    _one_face_near_the_astronauts(faces.detect_faces(png))
+    grey = rgb2gray(astronaut)  # float64 (H, W) in [0, 1]
+    _one_face_near_the_astronauts(faces.detect_faces(grey))
+    _one_face_near_the_astronauts(faces.detect_faces((grey * 255).round().astype(np.uint8)))
+    rgba = np.concatenate([astronaut, np.full((*astronaut.shape[:2], 1), 255, np.uint8)], axis=-1)
+    _one_face_near_the_astronauts(faces.detect_faces(rgba))
+    _one_face_near_the_astronauts(faces.detect_faces(Image.open(path)))
+    tensor = torch.from_numpy(astronaut).permute(2, 0, 1).float() / 127.5 - 1
+    _one_face_near_the_astronauts(faces.detect_faces(tensor))
+
+
+@pytest.mark.parametrize("images, error, match", [
+    (np.full((64, 64, 3), 200.0), ValueError, r"\[200, 200\].*read as \[0, 1\]"),
+    (np.full((64, 64, 3), -0.5), ValueError, r"read as \[0, 1\]"),
+    (torch.full((3, 64, 64), 3.0), ValueError, r"read as \[-1, 1\]"),
+    (np.full((64, 64, 3), np.nan), ValueError, "NaN"),
+    (np.zeros((3, 64, 64), np.uint8), ValueError, "channels-first"),
+    (np.zeros((64, 64, 3), bool), TypeError, "bool"),
+    ("astronaut.png", TypeError, "str"),
+])
+def test_detect_faces_refuses_out_of_range_and_unreadable_images_in_one_line(images, error, match):
+    with pytest.raises(error, match=match) as err:
+        faces.detect_faces(images)
+    assert "\n" not in str(err.value) and "images" in str(err.value)

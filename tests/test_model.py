@@ -89,6 +89,31 @@ def test_save_and_load_roundtrip_with_safetensors(model, inputs, tmp_path):
     assert torch.allclose(run(loaded, x, emb), run(model, x, emb), atol=1e-6)
 
 
+def test_a_checkpoint_whose_token_design_does_not_match_its_config_is_refused(model, tmp_path):
+    import json
+
+    model.save_pretrained(tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    data = json.loads(config.read_text())
+    assert data["identity_token_design"] == "face_only"
+    data["identity_token_design"] = "resampler"
+    config.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="identity_token_design='resampler'.*trained with 'face_only' tokens"):
+        load_model(tmp_path / "m")
+
+
+def test_face_only_tokens_differ_between_faces_and_follow_the_embedding_only():
+    fresh = IdentityVideoDiT(**CFG)
+    emb = torch.nn.functional.normalize(torch.randn(3, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
+    with torch.no_grad():
+        tokens = fresh.encode_identity(emb)
+        same = fresh.encode_identity(emb[:1].expand(3, -1))
+    assert tokens.shape == (3, 4, 32)
+    assert (tokens[0] - tokens[1]).norm() > 0.5 * tokens[0].norm()  # not a shared bank plus a small shift
+    assert torch.allclose(same[0], same[2])
+    assert not hasattr(fresh.identity_encoder, "identity_bank")
+
+
 def test_corrupt_checkpoint_gives_a_clear_error(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
     weights = tmp_path / "m" / "diffusion_pytorch_model.safetensors"

@@ -31,12 +31,10 @@ class FakeRecognizer(nn.Module):
 
 
 def face_like(n=3, size=32, seed=0):
-    """Bright disc on a dark background, with a little texture: passes the face check."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    disc = ((xx**2 + yy**2) < 0.4).float()
-    img = -0.6 + 1.2 * disc[None, None].repeat(n, 3, 1, 1)
-    return (img + 0.05 * torch.randn(n, 3, size, size, generator=g)).clamp(-1, 1)
+    """n rendered pictures of one held-out person: they pass the face check."""
+    from labkit.synthfaces import render_faces, test_ids
+
+    return render_faces(test_ids(1).repeat(n), size, torch.Generator().manual_seed(seed))[0]
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +101,33 @@ def test_clear_errors(pipe):
         gen(pipe, strategy="sora")
     with pytest.raises(ValueError, match="beyond what the model makes in one call"):
         gen(pipe, num_frames=10, chunking=False)
-    with pytest.raises(ValueError, match="no detectable face"):
+    with pytest.raises(ValueError, match=r"no face in reference image\(s\) \[0, 1\]"):
         gen(pipe, reference_images=torch.zeros(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"\(R, 3, H, W\)"):
         gen(pipe, reference_images=torch.zeros(3, 32))
+
+
+@pytest.mark.parametrize("strategy", ["implicit", "keyframe"])
+def test_references_only_generation_needs_identity_tokens(pipe, strategy):
+    with pytest.raises(ValueError, match=f"strategy '{strategy}' needs a first frame"):
+        gen(pipe, strategy=strategy, keyframe=False)
+
+
+@pytest.mark.parametrize("strategy", ["explicit", "face_aware"])
+def test_references_only_generation_starts_from_pure_noise_with_no_given_frame(pipe, strategy):
+    seen = []
+    hook = pipe.model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs.get("context_mask")),
+                                                with_kwargs=True)
+    try:
+        out = gen(pipe, strategy=strategy, keyframe=False, num_frames=4, chunking=False)
+    finally:
+        hook.remove()
+    assert out.frames.shape == (1, 4, 3, 16, 16)
+    assert all(not bool(m.any()) for m in seen if m is not None)  # no frame was ever given as context
+    first = gen(pipe, strategy=strategy, keyframe=False, num_frames=4, chunking=False).frames
+    other_refs = gen(pipe, strategy=strategy, keyframe=False, num_frames=4, chunking=False,
+                     reference_images=face_like(seed=1) * 0 + face_like(n=3, seed=5).flip(-1)).frames
+    assert torch.equal(out.frames, first) and not torch.equal(out.frames, other_refs)
 
 
 def test_face_check_accepts_faces_and_rejects_blank_and_noise():

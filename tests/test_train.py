@@ -14,7 +14,16 @@ from safetensors.torch import load_file
 
 from labkit.model import IdentityVideoDiT
 from labkit.pipeline import make_scheduler
-from labkit.train import PRESETS, compute_loss, load_checkpoint, make_batch, train
+from labkit.train import (
+    PRESETS,
+    compute_loss,
+    is_image_step,
+    load_checkpoint,
+    make_batch,
+    make_image_batch,
+    monitor,
+    train,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "labkit.train", "--preset", "test-mini", "--device", "cpu", "--threads", "1",
@@ -51,6 +60,36 @@ def test_batches_depend_only_on_seed_and_step():
     assert a["frames"].shape == (2, 8, 3, 32, 32)
     # Given context frames are never part of the loss, and a cut is a shot start.
     assert not a["cuts"][:, 0].any()
+
+
+def test_image_first_steps_are_single_frames_with_no_context():
+    cfg = replace(PRESETS["test-mini"], device="cpu", image_steps=4, p_image_batch=0.5)
+    assert all(is_image_step(cfg, s) for s in range(4))
+    later = [is_image_step(cfg, s) for s in range(4, 200)]
+    assert 0.35 < sum(later) / len(later) < 0.65 and later == [is_image_step(cfg, s) for s in range(4, 200)]
+    a, b = make_image_batch(cfg, 5, FAKE_RECOGNIZER, "cpu"), make_image_batch(cfg, 5, FAKE_RECOGNIZER, "cpu")
+    assert a["frames"].shape == (cfg.image_batch_size, 1, 3, 32, 32) and torch.equal(a["frames"], b["frames"])
+    assert not a["given"].any() and a["embeddings"].shape == (cfg.image_batch_size, cfg.num_refs, 512)
+    model = IdentityVideoDiT(sample_size=32, max_frames=cfg.num_frames, **cfg.model)
+    loss, terms = compute_loss(model, make_scheduler("ddpm"), a, cfg)
+    assert torch.isfinite(loss) and terms["denoise"] > 0
+
+
+def test_monitor_measures_token_spread_and_swap_sensitivity():
+    from labkit.faces import load_recognizer
+
+    cfg = PRESETS["test-mini"]
+    torch.manual_seed(0)
+    model = IdentityVideoDiT(sample_size=32, max_frames=cfg.num_frames, **cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    m = monitor(model, load_recognizer(), cfg, num_inference_steps=2)
+    assert m["token_spread"] > 0.3 and m["swap_sensitivity"] > 0  # face-only tokens differ, and are read
+    assert -1 < m["score"] < 1.5 and 0 <= m["top1"] <= 1 and m["samples"].shape == (8, 3, 32, 32)
+    model.identity_encoder.to_tokens.weight.data.zero_()  # every face now gets the same tokens
+    collapsed = monitor(model, load_recognizer(), cfg, num_inference_steps=2)
+    assert collapsed["token_spread"] < 1e-4 and collapsed["swap_sensitivity"] < 1e-5
 
 
 def test_training_lowers_the_loss_on_held_out_batches(tmp_path):
@@ -137,3 +176,65 @@ def test_presets_are_what_the_issue_asks_for():
     tiny, gpu = PRESETS["cpu-tiny"], PRESETS["gpu-small"]
     assert tiny.steps * tiny.batch_size <= 2000 and not tiny.bf16
     assert gpu.bf16 and gpu.compile and gpu.model["dim"] > tiny.model["dim"]
+
+
+class _TouchOnLoad:
+    """A pickled object whose unpickling calls ``Path.touch(marker)``: code run by merely loading a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_needs_code_to_load_is_refused_and_nothing_runs(tmp_path, capsys):
+    """load_checkpoint reads with weights_only=True: a pickled object is refused, its code never runs."""
+    from dataclasses import asdict
+
+    from labkit.train import main
+
+    cfg = replace(PRESETS["test-mini"], device="cpu", num_threads=1)
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    out.mkdir()
+    ckpt = out / "checkpoint.pt"
+    torch.save({"model": {}, "optimizer": {}, "lr_scheduler": _TouchOnLoad(marker), "step": 3, "losses": [],
+                "config": asdict(cfg)}, ckpt)
+    with pytest.raises(ValueError, match="needs arbitrary code to load and is refused") as err:
+        load_checkpoint(ckpt)
+    assert str(ckpt) in str(err.value)
+    with pytest.raises(ValueError, match="arbitrary code"):
+        train(cfg, out, progress=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "test-mini", "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(out)])
+    assert exit_.value.code == 2 and "arbitrary code" in capsys.readouterr().out
+    assert not marker.exists(), "loading the checkpoint ran code from it"
+    # The payload is live: an unrestricted load would have run it.
+    torch.load(ckpt, weights_only=False)
+    assert marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
+    """What train() writes loads with weights_only=True; NumPy values are stored as plain numbers/tensors."""
+    import numpy as np
+
+    from labkit.train import _save_atomic
+
+    cfg = replace(PRESETS["test-mini"], steps=2, checkpoint_every=2, device="cpu", num_threads=1)
+    train(cfg, tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    plain = (dict, list, tuple, int, float, str, bool, type(None), torch.Tensor)
+
+    def walk(x):
+        assert isinstance(x, plain), type(x)
+        for v in (x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple)) else []):
+            walk(v)
+
+    walk(state)
+    assert state["step"] == 2 and state["optimizer"]["state"] and state["lr_scheduler"]["last_epoch"] == 2
+    _save_atomic({**state, "losses": [(1, np.float32(0.5))], "extra": np.arange(3)}, tmp_path / "np.pt")
+    again = load_checkpoint(tmp_path / "np.pt")
+    assert type(again["losses"][0][1]) is float and torch.equal(again["extra"], torch.arange(3))
+    with pytest.raises(TypeError, match=r"checkpoint\['extra'\] is a .*object"):
+        _save_atomic({**state, "extra": object()}, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()

@@ -43,7 +43,7 @@ class FakeCompute:
             frame_xy=rng.normal(size=(frames, 2)), reference_xy=rng.normal(size=(settings.num_references, 2)),
             others_xy=rng.normal(size=(5, 2)),
             figures={"mean": level, "first_chunk": level, "last_chunk": level, "drift": 0.0,
-                     "below_floor": 0.0, "variety": 0.1},
+                     "face_quality": 1.0, "variety": 0.1},
         )
 
 

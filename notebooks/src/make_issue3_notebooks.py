@@ -553,11 +553,87 @@ print(f"verification: ROC-AUC {report['roc_auc']:.4f}, EER {100 * report['eer']:
       f"TAR@FAR=1e-3 {100 * report['tar_at_far_1e-3']:.1f}%")
 """),
     md("""
+## Does your metric measure identity, or hair colour?
+
+A score is only as honest as what it cannot be fooled by. Before trusting it, feed it things that should
+score **low**:
+
+- a **look-alike**: another person drawn with *this* person's skin, hair colour and style, brows, lips, eyes'
+  colour and accessories, but their own face shape, eyes, nose, mouth and ears
+  (`synthfaces.identity_traits(ids, look_from=person)`);
+- the person's real frames reduced to an **8x8 grid of colour blocks**: every colour is right, no face is left;
+- a **flat colour** and **pure noise**.
+
+`labkit.metrics.identity_scores(frames, references)` is the course's one answer to "how much is each frame
+this person?". It normalises the cosine between the recognizer embeddings of frame and references between
+the **floor** (strangers, 0) and the **ceiling** (real frames after a cut, 1), and multiplies by the
+recognizer's probability that the frame is a **face** at all: a recognizer maps *any* picture to some
+embedding, so it needs a second head trained to say "this is not a face" (on colour blocks, patch mosaics,
+mush, noise and flat colour made from real faces).
+"""),
+    code("""
+from labkit import metrics
+
+person = synthfaces.test_ids(6, offset=3000)
+look_alike_of = synthfaces.test_ids(6, offset=5000)         # their own geometry, the person's look
+g = torch.Generator().manual_seed(0)
+real = synthfaces.make_clips(person, num_frames=8, size=32, num_refs=3, num_cuts=2, generator=g)
+look = synthfaces.make_clips(look_alike_of, num_frames=8, size=32, num_refs=0, num_cuts=2, generator=g,
+                             look_from=person)
+candidates = {
+    "same person": real.frames,
+    "look-alike": look.frames,
+    "stranger": real.frames.roll(1, 0),
+    "8x8 colour blocks": metrics.colour_blocks(real.frames),
+    "pure noise": torch.randn(real.frames.shape, generator=g).clamp(-1, 1),
+}
+row = torch.stack([real.references[0, 0]] + [frames[0, 0] for frames in candidates.values()])
+show_images(row, titles=["reference"] + list(candidates), size=2.0)
+"""),
+    md("""
+Now score every kind of frame against the person's three references, with two recognizers: a **baseline**
+trained the plain way (ArcFace on rendered identities, no look-alikes, no colour changes) and the
+**shipped** one, trained with *hard negatives*: three quarters of its training identities come in families
+of four that share one look and differ only in face geometry, and 70% of its training images get random
+hue, saturation and brightness changes, so colour alone cannot tell its classes apart.
+"""),
+    code("""
+recognizers = {"baseline (no hard negatives)": faces.FaceRecognitionBackbone("synthfaces-baseline"),
+               "shipped (hard negatives)": faces.load_recognizer()}
+table = {name: {kind: metrics.identity_scores(frames, real.references, rec).mean().item()
+                for kind, frames in candidates.items()} for name, rec in recognizers.items()}
+print(f"{'':>20}" + "".join(f"{name:>32}" for name in table))
+for kind in candidates:
+    print(f"{kind:>20}" + "".join(f"{table[name][kind]:32.3f}" for name in table))
+"""),
+    code("""
+fig, ax = plt.subplots(figsize=(8, 3.2))
+width = 0.38
+for i, name in enumerate(table):
+    ax.bar(np.arange(len(candidates)) + (i - 0.5) * width, list(table[name].values()), width, label=name)
+ax.set_xticks(np.arange(len(candidates)), list(candidates), fontsize=8)
+ax.set_ylim(-0.2, 1.2)
+ax.axhline(0, color="k", lw=0.6)
+ax.set(ylabel="identity score", title="what each recognizer calls 'the same person'")
+ax.legend(fontsize=8)
+fig.tight_layout()
+fig.savefig(figure_path("03_lookalike_scores.png"), dpi=80)
+"""),
+    md("""
+Read the two columns. A recognizer that was never forced to tell apart two people with the same colours
+scores the look-alike close to the real person: it has learned that hair and skin colour separate its
+training identities, which they mostly do. Hard negatives and colour jitter take that shortcut away, so
+the shipped recognizer has to look at the geometry of the face. The face check is what sends colour blocks
+and noise to 0 in both columns.
+"""),
+    md("""
 ## What you measured, and a question
 
 You detected the astronaut's face, saw the vggface2 weights load or fail clearly, wrote
 `cosine_similarity_matrix`, and measured the synthfaces recognizer on people it never saw in training:
-ROC-AUC, EER and TAR above, and a ceiling far above the floor, both within a shot and across a cut.
+ROC-AUC, EER and TAR above, and a ceiling far above the floor, both within a shot and across a cut. Then you
+tried to fool the identity score with a look-alike, colour blocks and noise, and saw what hard negatives and
+a face check change.
 
 **Question:** the ceiling across a cut is lower than within a shot. When notebook 10 plots a generated
 video's similarity to its reference frame by frame, a drop right after a cut could be drift or could be the

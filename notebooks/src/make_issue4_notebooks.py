@@ -206,6 +206,42 @@ norms, which are the same for every face. Centred, the gap between same and diff
 large as the recognizer's own: the untrained encoder passes the identity through almost unchanged, and
 hardly adds to it. Training the encoder inside the video model (notebook 08) decides what the tokens spend
 their width on.
+"""),
+("md", r"""
+## What training does to the tokens: learned bank against face-only tokens
+
+Untrained, both designs pass the face through. What matters is what a video model *learns* to do with
+them. The learned bank offers the model an easy shortcut: a set of tokens that is the same for every face,
+which it can read as extra "register" tokens, a constant bias, instead of the face. Nothing stops the
+resampler from drifting there, and in this course's measurements a small model trained with it ends up with
+tokens that differ between faces by well under 1% of their size.
+
+The alternative the course's model uses is IP-Adapter-FaceID's: **face-only tokens**, one linear map from the
+512-d embedding to all T tokens, then LayerNorm (`IdentityEncoder(design="face_only")`). No part of them is
+independent of the face, so they cannot become a constant without throwing the face away.
+
+Below we train the same tiny model twice, on the same single-frame batches, once per design, and measure
+with the training monitor (`labkit.train.monitor`):
+
+- **token spread**: the mean distance between two faces' tokens, relative to the tokens' size (0 = every
+  face gets the same tokens);
+- **swap sensitivity**: how much the model's prediction on a noisy frame changes when another face's tokens
+  are given (0 = the model ignores which face it is given).
+"""),
+("code", r"""
+from labkit.train import compare_token_designs
+
+probe_steps = 40 if QUICK else 150
+probe = compare_token_designs(steps=probe_steps)
+for design, (first, last) in probe.items():
+    print(f"{design:>10}: token spread {first['token_spread']:.3f} -> {last['token_spread']:.3f}   "
+          f"swap sensitivity {first['swap_sensitivity']:.4f} -> {last['swap_sensitivity']:.4f}   "
+          f"(after {last['step']} steps)")
+"""),
+("md", r"""
+Compare the two rows at the end of training: how far did each design's spread fall, and how strongly does
+the model react to a swapped face? The run is short (a couple of minutes on a CPU); the shipped model's
+training log (`data/identity_video_dit/training.json`) has the same two figures over its whole run.
 
 **Question:** averaging R references shrinks the nuisance part of the embedding. How would you measure
 whether 3 references give tokens closer to the identity than 1 reference, and would you expect the gain from
