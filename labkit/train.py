@@ -451,7 +451,8 @@ def plot_monitor(records: list, path=None):
     ax1.legend(fontsize=8)
     ax2.plot(steps, [r["token_spread"] for r in records], "o-", label="token spread across faces")
     ax2.plot(steps, [r["swap_sensitivity"] for r in records], "s--", label="swap sensitivity")
-    ax2.set_ylim(0, max([1.0] + [r["token_spread"] for r in records] + [r["swap_sensitivity"] for r in records]))
+    ax2.set_yscale("log")  # swap sensitivity lives around 1e-3..1e-1, the spread around 1: both must show
+    ax2.set_ylim(1e-4, 3)
     ax2.set_xlabel("step")
     ax2.set_title("does the model read its identity tokens?")
     ax2.legend(fontsize=8)

@@ -242,6 +242,16 @@ def _wait_for_view_change(page, before: tuple[str, str], timeout_s: float = 120)
     raise AssertionError(f"the drift lab did not update within {timeout_s} s; it shows {before[0]!r}")
 
 
+def _set_slider_readout(page, description: str, value: str) -> None:
+    """Type a value into a slider's editable readout (as a learner can) and press Enter."""
+    slider, _ = slider_handle(page, description)
+    readout = slider.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value)
+    page.keyboard.press("Enter")
+
+
 def _type_into(page, description: str, value: str) -> None:
     box = page.locator(".widget-text", has=page.locator(".widget-label", has_text=description)).first
     box.locator("input").fill(value)
@@ -289,6 +299,22 @@ def test_driftlab_updates_its_curve_and_figures_when_slider_and_strategy_change(
     step("identity_strength slider -1 step (new)", lambda: move_slider(page, "identity_strength", -1))
     step("identity_strength slider +1 step (cached)", lambda: move_slider(page, "identity_strength", +1))
     step("seed 1 -> 0 (seen before: cached)", lambda: _type_into(page, "seed", "0"))
+
+    # The identity tokens must be visible in the lab: strength 0 against 1 with the explicit strategy.
+    page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="strategy")).first.locator(
+        "select").select_option(label="explicit (Gen-4.5)")
+    means = {}
+    for strength in ("0", "1"):
+        before = _driftlab_view(page)
+        _set_slider_readout(page, "identity_strength", strength)
+        _wait_for_view_change(page, before)
+        page.wait_for_function("(s) => document.querySelector('#driftlab-setting')?.textContent"
+                               ".includes('strength ' + s + ' ')", arg=strength, timeout=120_000)
+        means[strength] = float(page.locator("#driftlab-mean").first.inner_text())
+        assert kernel_errors(page) == []
+    print(f"  explicit: mean identity score {means['0']:.3f} at strength 0, {means['1']:.3f} at strength 1")
+    if model_path is None:  # the shipped, trained model: its tokens must change what the lab shows
+        assert abs(means["1"] - means["0"]) > 0.05, means
 
     _type_into(page, "references", "0")
     page.wait_for_function("() => document.querySelector('#driftlab-message')"
