@@ -28,7 +28,6 @@ __all__ = [
     "paired_difference", "mean_and_se", "score_report", "scene_report", "colour_blocks", "embed_frames",
     "reference_embedding", "reference_similarity", "normalised_identity", "identity_levels", "frame_stability",
     "subject_consistency", "share_above", "variety", "crop_regions", "scene_similarity", "bleed_and_swap",
-    "summarise_video",
 ]
 
 
@@ -354,39 +353,6 @@ def bleed_and_swap(similarity: torch.Tensor) -> dict:
     return {"own": own, "bleed": bleed, "swap_rate": swap}
 
 
-def summarise_video(similarity: torch.Tensor, frame_embeddings: torch.Tensor, frames: torch.Tensor,
-                    levels: dict, cuts: torch.Tensor | None = None, threshold: float | None = None,
-                    chunk_starts: list[int] | None = None) -> dict:
-    """All single-character figures of a batch of videos as plain floats (for JSON).
-
-    similarity (B, F) to the references, frame_embeddings (B, F, D), frames (B, F, 3, H, W), levels from
-    :func:`identity_levels`. ``threshold`` defaults to halfway between floor and ceiling. ``chunk_starts``
-    (frame index where each chunk's new frames start) adds the normalised score per chunk (drift).
-    """
-    if not isinstance(levels, dict) or not {"ceiling", "floor"} <= set(levels):
-        raise ValueError(f"levels must be a dict with ceiling and floor (from identity_levels), got {levels!r}")
-    if similarity.ndim != 2 or similarity.shape != frame_embeddings.shape[:2] or similarity.shape != frames.shape[:2]:
-        raise ValueError(f"similarity {tuple(similarity.shape)}, frame_embeddings {tuple(frame_embeddings.shape)} "
-                         f"and frames {tuple(frames.shape)} must share (B, F)")
-    norm = normalised_identity(similarity, levels["ceiling"], levels["floor"])
-    threshold = threshold if threshold is not None else (levels["ceiling"] + levels["floor"]) / 2
-    out = {
-        "similarity": similarity.mean().item(),
-        "normalised_identity": norm.mean().item(),
-        "normalised_identity_std_over_videos": norm.mean(1).std().item() if len(norm) > 1 else 0.0,
-        "stability": frame_stability(frame_embeddings, cuts).mean().item(),
-        "subject_consistency": subject_consistency(frame_embeddings).mean().item(),
-        "share_above_threshold": share_above(similarity, threshold).mean().item(),
-        "threshold": threshold,
-        "variety": variety(frames, cuts).mean().item(),
-        "per_frame_normalised": norm.mean(0).tolist(),
-    }
-    if chunk_starts:
-        bounds = list(chunk_starts) + [similarity.shape[1]]
-        out["per_chunk_normalised"] = [norm[:, a:b].mean().item() for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    return out
-
-
 def mean_and_se(per_video: torch.Tensor) -> tuple[float, float]:
     """Mean over videos and its standard error (std / sqrt(n)); per_video (B,). One video has se 0."""
     n = per_video.numel()
@@ -403,6 +369,12 @@ def summarise_scores(scores: torch.Tensor, face_probability: torch.Tensor, frame
     (``identity_score_se``) and per video (``per_video``, for paired comparisons); ``share_above`` counts
     frames scoring >= ``threshold``; ``chunk_starts`` adds the score per chunk (drift).
     """
+    if scores.ndim != 2 or face_probability.shape != scores.shape:
+        raise ValueError(f"scores and face_probability must both be (B, F), got {tuple(scores.shape)} and "
+                         f"{tuple(face_probability.shape)}")
+    if frame_embeddings.shape[:2] != scores.shape or frames.shape[:2] != scores.shape or frames.ndim != 5:
+        raise ValueError(f"frame_embeddings (B, F, D) and frames (B, F, 3, H, W) must match scores (B, F) = "
+                         f"{tuple(scores.shape)}, got {tuple(frame_embeddings.shape)} and {tuple(frames.shape)}")
     mean, se = mean_and_se(scores.mean(1))
     out = {
         "identity_score": mean,

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["TrainConfig", "PRESETS", "make_batch", "make_image_batch", "is_image_step", "train", "load_checkpoint",
-           "plot_losses", "monitor", "plot_monitor", "compare_token_designs"]
+           "plot_losses", "monitor", "plot_monitor", "compare_token_designs", "export_run"]
 
 
 @dataclass
@@ -91,6 +91,11 @@ PRESETS = {
     "cpu-tiny": TrainConfig(steps=150, batch_size=6, lr=1.5e-3, warmup=20, checkpoint_every=50,
                             image_steps=150, identity_loss_weight=0.1,
                             model=dict(dim=64, depth=3, num_heads=4, identity_dim=64, num_identity_tokens=8)),
+    # The learner's run in notebook 08: single frames only, about 8 minutes on 2 CPU cores, checked every
+    # 300 steps by drawing 8 held-out people from their references alone.
+    "cpu-learner": TrainConfig(steps=1800, lr=1e-3, warmup=100, checkpoint_every=300, image_steps=1800,
+                               identity_loss_weight=0.1, monitor_every=300,
+                               model=dict(dim=96, depth=4, num_heads=4, identity_dim=96, num_identity_tokens=8)),
     # The shipped checkpoint, a long CPU run on one thread: 7,000 single-frame steps, then 5,000 steps of
     # which half are clips.
     "cpu-ship": TrainConfig(steps=12000, batch_size=8, lr=1e-3, warmup=200, checkpoint_every=250,
@@ -489,8 +494,12 @@ def _write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, change_schedule: bool = False) -> dict:
+def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, change_schedule: bool = False,
+          on_monitor=None) -> dict:
     """Train (or resume) a run in folder ``out``. Returns dict(model, losses, seconds, clips_per_second, ...).
+
+    ``on_monitor(records, samples, references, losses)`` is called at every monitor check-in (every
+    ``cfg.monitor_every`` steps), e.g. to refresh a live figure in a notebook.
 
     Resuming refuses a checkpoint written with other settings; ``change_schedule=True`` allows a different
     number of steps only (e.g. shortening a run that a busy CPU cannot finish), recorded in ``summary.json``.
@@ -569,6 +578,8 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
         strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(out / "samples.png")
         bar.write(f"step {at_step}: references-only score {m['score']:.3f}, top-1 {m['top1']:.2f}, "
                   f"token spread {m['token_spread']:.3f}, swap sensitivity {m['swap_sensitivity']:.4f}")
+        if on_monitor is not None:
+            on_monitor(records, m["samples"], m["references"], losses)
 
     model.train()
     start = time.perf_counter()
@@ -623,7 +634,60 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                "loss_first_20": first, "loss_last_20": last, "device": str(device),
                "threads": torch.get_num_threads(), "config": asdict(cfg), "schedule_changes": schedule_changes}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    sessions_path = out / "sessions.json"
+    sessions = json.loads(sessions_path.read_text()) if sessions_path.exists() else []
+    sessions.append({"end_step": step, "seconds": seconds, "image_steps": counts["image"],
+                     "clip_steps": counts["clip"], "threads": torch.get_num_threads(), "device": str(device),
+                     "cpu": _cpu_name()})
+    _write_json_atomic(sessions, sessions_path)
     return {"model": model, "losses": losses, **summary}
+
+
+def _cpu_name() -> str:
+    """The processor's model name and core count (Linux), for the training record."""
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{os.cpu_count()} cores, {names[0] if names else 'unknown CPU'}"
+
+
+def export_run(run_dir, dest, command: str) -> Path:
+    """Write a finished run's model to ``dest`` in fp16 (``save_pretrained``, safetensors) with
+    ``training.json`` (the command, steps, wall time per session, the CPU, the loss every 10 steps and the
+    monitor's records) and ``learning_curve.png`` (:func:`plot_monitor`). This is how data/identity_video_dit
+    is made."""
+    from labkit.model import load_model
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    model = load_model(run_dir / "model")
+    model.half().save_pretrained(dest)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    losses = state["losses"]
+    sessions_path, summary_path = run_dir / "sessions.json", run_dir / "summary.json"
+    if sessions_path.exists():
+        sessions = json.loads(sessions_path.read_text())
+    else:  # a run from before sessions were recorded: its one summary
+        summary = json.loads(summary_path.read_text())
+        sessions = [{"end_step": summary["steps"], "seconds": summary["seconds_this_session"],
+                     "image_steps": summary.get("image_steps"), "clip_steps": summary.get("clip_steps"),
+                     "threads": summary["threads"], "device": summary["device"], "cpu": _cpu_name(),
+                     "images_per_second": summary.get("images_per_second"),
+                     "clips_per_second": summary.get("clips_per_second")}]
+    monitor_path = run_dir / "monitor.json"
+    mean = lambda pairs: sum(v for _, v in pairs) / max(1, len(pairs))
+    record = {
+        "command": command, "steps": state["step"], "sessions": sessions,
+        "wall_minutes": sum(s["seconds"] for s in sessions) / 60, "cpu": sessions[-1]["cpu"],
+        "loss_first_100": mean(losses[:100]), "loss_last_100": mean(losses[-100:]),
+        "schedule_changes": state.get("schedule_changes", []), "config": state["config"],
+        "loss_every_10_steps": [(s, round(v, 5)) for s, v in losses[9::10]],
+        "monitor": json.loads(monitor_path.read_text()) if monitor_path.exists() else [],
+    }
+    (dest / "training.json").write_text(json.dumps(record, indent=1))
+    if record["monitor"]:
+        plot_monitor(record["monitor"], dest / "learning_curve.png")
+    return dest
 
 
 # What may change between an interrupted run and its resumption without making it a different run.
@@ -665,6 +729,8 @@ def main(argv=None):
                         help="resume even though --steps differs from the checkpoint's (the LR schedule changes)")
     parser.add_argument("--fail-nan-at", type=int, help="simulate a NaN loss at this step (tests, demos)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--export", metavar="DIR", help="after training, write the model in fp16 with its "
+                        "training.json to DIR (how data/identity_video_dit is made)")
     args = parser.parse_args(argv)
     for flag, value, low, high in (("--steps", args.steps, 1, 10**9), ("--batch-size", args.batch_size, 1, 4096),
                                    ("--checkpoint-every", args.checkpoint_every, 1, 10**9),
@@ -696,6 +762,11 @@ def main(argv=None):
                       if result[k])
     print(f"done: {result['steps']} steps, loss {result['loss_first_20']:.4f} -> {result['loss_last_20']:.4f}, "
           f"{speed} on {result['device']}; model in {Path(out) / 'model'}")
+    if args.export:
+        import sys
+
+        command = "python -m labkit.train " + " ".join(sys.argv[1:] if argv is None else argv)
+        print(f"exported to {export_run(out, args.export, command)}")
 
 
 if __name__ == "__main__":

@@ -364,7 +364,6 @@ def _metric_cases(recognizer) -> dict:
     """Bad arguments of each labkit.metrics function, with the words a clear message names."""
     e = torch.nn.functional.normalize(torch.randn(2, 4, 512), dim=-1)
     sims, frames = torch.rand(2, 4), torch.rand(2, 4, 3, 32, 32) * 2 - 1
-    levels = {"ceiling": 0.8, "floor": 0.2}
     return {
         "embed_frames": [((recognizer, torch.zeros(2, 32, 32)), ("frames",)),
                          ((recognizer, torch.zeros(2, 4, 32, 32)), ("frames",)),
@@ -388,15 +387,15 @@ def _metric_cases(recognizer) -> dict:
                               ("frames", "masks"))],
         "bleed_and_swap": [((torch.zeros(4),), ("similarity", "shape")),
                            ((torch.zeros(2, 4, 2, 3),), ("similarity", "shape"))],
-        "summarise_video": [((sims, e, frames, {"ceiling": 0.8}), ("levels", "floor")),
-                            ((sims, e, frames, {"ceiling": 0.1, "floor": 0.8}), ("ceiling",)),
-                            ((sims[:, :3], e, frames, levels), ("similarity", "frame", "shape"))],
+        "summarise_scores": [((sims, sims[:, :3], e, frames), ("face_probability", "shape")),
+                             ((sims, sims, e[:, :3], frames), ("frame_embeddings", "shape")),
+                             ((sims[0], sims[0], e, frames), ("scores", "shape"))],
     }
 
 
 _METRICS = ["embed_frames", "reference_embedding", "reference_similarity", "normalised_identity", "frame_stability",
             "subject_consistency", "share_above", "variety", "crop_regions", "scene_similarity", "bleed_and_swap",
-            "summarise_video"]
+            "summarise_scores"]
 
 
 @pytest.mark.parametrize("name", _METRICS)

@@ -117,17 +117,18 @@ def test_crop_regions_frame_a_face_like_a_portrait():
     assert (again - small).abs().mean() < 0.15
 
 
-def test_summarise_video_reports_drift_per_chunk():
-    refs = unit(2, 3, 16)
-    good = F.normalize(refs.mean(1), dim=-1)[:, None].expand(2, 4, 16)
-    bad = unit(2, 4, 16, seed=9)
-    emb = torch.cat([good, bad], dim=1)
-    sim = metrics.reference_similarity(emb, refs)
-    out = metrics.summarise_video(sim, emb, torch.zeros(2, 8, 3, 4, 4), {"ceiling": 1.0, "floor": 0.0},
-                                  chunk_starts=[0, 4])
-    assert out["per_chunk_normalised"][0] == pytest.approx(1, abs=1e-5)
-    assert out["per_chunk_normalised"][1] < 0.5
-    assert out["variety"] == 0
+def test_summarise_scores_reports_drift_per_chunk_and_the_standard_error():
+    scores = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.8, 0.8, 0.2, 0.2]])
+    emb = unit(2, 4, 16)
+    out = metrics.summarise_scores(scores, torch.ones(2, 4), emb, torch.zeros(2, 4, 3, 4, 4), chunk_starts=[0, 2])
+    assert out["per_chunk"] == pytest.approx([0.9, 0.1])
+    assert out["identity_score"] == pytest.approx(0.5) and out["identity_score_se"] == pytest.approx(0.0)
+    assert out["per_video"] == pytest.approx([0.5, 0.5]) and out["variety"] == 0 and out["face_quality"] == 1
+    assert out["share_above"] == pytest.approx(0.5)  # 1.0, 1.0, 0.8, 0.8 of 8 frames reach 0.5
+    a = {"per_video": [0.9, 0.7, 0.8]}
+    b = {"per_video": [0.4, 0.3, 0.2]}
+    d, se = metrics.paired_difference(a, b)
+    assert d == pytest.approx(0.5) and se == pytest.approx(torch.tensor([0.5, 0.4, 0.6]).std().item() / 3**0.5)
 
 
 @pytest.fixture(scope="module")

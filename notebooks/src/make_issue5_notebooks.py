@@ -464,7 +464,7 @@ The shipped model was trained with `labkit.train`. Here you train a tiny one you
 
 By the end of this notebook you will be able to:
 - explain what one training step of a diffusion model does (noise, predict, regress) and write its target;
-- train the `cpu-tiny` preset on this machine, and `gpu-small` on a GPU runtime;
+- train the `cpu-learner` preset on this machine, and `gpu-small` on a GPU runtime;
 - read a loss curve and the training monitor, and say why one checkpoint can serve four strategies
   (conditions are dropped at random).
 """),
@@ -476,16 +476,16 @@ By the end of this notebook you will be able to:
 All presets train **image-first**: single frames in large batches with no context frames, where the
 only way to draw the right person is to read the identity tokens (about 8x more identity examples per
 CPU-second than clips), then clips with context frames and cuts, with single frames still mixed in.
-`cpu-tiny` shows learning within minutes on 2 CPU cores (single frames only). `cpu-ship` is what the shipped
-checkpoint was trained with, on one thread of a 2-core CPU (its record is below). `gpu-small` is sized for
-one GPU (bf16 autocast, `torch.compile`); it has not been run in this repository yet, because no GPU was
-lent to it.
+`cpu-learner` (single frames only, about 8 minutes on 2 CPU cores) learns to draw the person in the
+references from pure noise. `cpu-ship` is what the shipped checkpoint was trained with, on one thread of a
+2-core CPU (its record is below). `gpu-small` is sized for one GPU (bf16 autocast, `torch.compile`); it has
+not been run in this repository yet, because no GPU was lent to it.
 """),
     code('''from dataclasses import replace
 
-from labkit.train import PRESETS, make_batch, train
+from labkit.train import PRESETS, make_batch, plot_losses, train
 
-for name in ("cpu-tiny", "cpu-ship", "gpu-small"):
+for name in ("cpu-learner", "cpu-ship", "gpu-small"):
     p = PRESETS[name]
     print(f"{name:10s} steps {p.steps:6d} (single frames first: {p.image_steps:5d})  images/batch "
           f"{p.image_batch_size:3d}  clips/batch {p.batch_size:3d}  model {p.model}")'''),
@@ -502,7 +502,7 @@ from labkit.common import figure_path, show_images
 from labkit.faces import FaceRecognitionBackbone
 
 recognizer = FaceRecognitionBackbone(device=device)
-cfg = replace(PRESETS["cpu-tiny"], device=str(device))
+cfg = replace(PRESETS["cpu-learner"], device=str(device))
 batch = make_batch(cfg, step=0, recognizer=recognizer, device=device)
 print({k: tuple(v.shape) for k, v in batch.items()})
 print("given frames of clip 0:", batch["given"][0].int().tolist(), " cuts:", batch["cuts"][0].int().tolist())
@@ -525,27 +525,53 @@ check("v_target", my_v_target)'''),
     md("""
 ## Train
 
-Quick mode trains `cpu-tiny` for fewer steps. On a GPU runtime (and not in quick mode) this trains
-`gpu-small` instead. The run folder holds an atomic checkpoint: interrupt the cell and run it again, and
-training resumes where it stopped, with the same data order.
+On a CPU this trains the `cpu-learner` preset: single frames only, 1,800 steps, about 8 minutes on 2 cores
+(quick mode: 60 steps). Every 300 steps the run draws 8 held-out people from their references alone and the
+figure below refreshes: the loss, the identity score and top-1 identification of those samples, and the
+samples themselves under their references. On a GPU runtime (and not in quick mode) it trains `gpu-small`
+instead. The run folder holds an atomic checkpoint: interrupt the cell and run it again, and training
+resumes where it stopped, with the same data order.
 """),
-    code('''from labkit.common import QUICK
+    code('''from IPython.display import display
+from matplotlib.figure import Figure
+
+from labkit.common import QUICK, image_strip
 
 if device.type == "cuda" and not QUICK:
     run_cfg, run_dir = replace(PRESETS["gpu-small"], device="cuda"), "runs/gpu-small"
 else:
-    # Quick mode (CI) trains on one thread: on a busy shared CPU two threads mostly wait for each other.
-    run_cfg = replace(PRESETS["cpu-tiny"], device=str(device), steps=60 if QUICK else 150,
-                      num_threads=1 if QUICK else None)
-    run_dir = "runs/cpu-tiny-quick" if QUICK else "runs/cpu-tiny"
-threads = torch.get_num_threads()
-result = train(run_cfg, run_dir, resume=True)
-torch.set_num_threads(threads)
-print(f"loss {result['loss_first_20']:.3f} -> {result['loss_last_20']:.3f} in {result['seconds_this_session']:.0f} s, "
-      f"{result['clips_per_second'] or 0:.1f} clips/s")'''),
-    code('''from IPython.display import Image, display
+    run_cfg = replace(PRESETS["cpu-learner"], device=str(device), steps=60 if QUICK else 1800,
+                      monitor_every=30 if QUICK else 300)
+    run_dir = "runs/cpu-learner-quick" if QUICK else "runs/cpu-learner"
 
-display(Image(filename=f"{run_dir}/loss.png"))'''),
+
+def live_figure(records, samples, references, losses):
+    """Loss, the references-only score and the latest samples, in one figure."""
+    fig = Figure(figsize=(11, 3.2))
+    ax_loss, ax_score, ax_grid = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    ax_loss.plot([s for s, _ in losses], [v for _, v in losses], alpha=0.5)
+    ax_loss.set(yscale="log", xlabel="step", title="denoising loss")
+    steps_ = [r["step"] for r in records]
+    ax_score.plot(steps_, [r["score"] for r in records], "o-", label="identity score")
+    ax_score.plot(steps_, [r["top1"] for r in records], "s--", label="top-1 among 8")
+    ax_score.set(ylim=(-0.1, 1.05), xlabel="step", title="references only")
+    ax_score.legend(fontsize=7)
+    ax_grid.imshow(image_strip(torch.cat([references, samples]), ncols=8), interpolation="nearest")
+    ax_grid.set_axis_off()
+    ax_grid.set_title(f"step {records[-1]['step']}: references (top), samples from pure noise", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+live = display(Figure(figsize=(1, 1)), display_id=True)
+threads = torch.get_num_threads()
+result = train(run_cfg, run_dir, resume=True,
+               on_monitor=lambda *a: live.update(live_figure(*a)))
+torch.set_num_threads(threads)
+speed = result["images_per_second"] or 0
+print(f"loss {result['loss_first_20']:.3f} -> {result['loss_last_20']:.3f} in {result['seconds_this_session']:.0f} s, "
+      f"{speed:.0f} images/s")'''),
+    code('''display(plot_losses(result["losses"]))'''),
     md("""
 ## The shipped model's training
 
@@ -607,7 +633,7 @@ for name, pipe in (("yours", mine), ("shipped", shipped)):
     top1 = metrics.identification_top1(out.frames.cpu(), refs, recognizer)
     print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1:.2f}")
 fig = show_images(torch.cat([refs[:, 0], *rows]), ncols=8,
-                  suptitle="a reference / your cpu-tiny model / the shipped model (references only)")
+                  suptitle="a reference / your cpu-learner model / the shipped model (references only)")
 fig.savefig(figure_path("08_samples.png"), dpi=100)'''),
     md("""
 ## What we measured
