@@ -530,12 +530,13 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         saved = dict(state.get("config", {}))
-        if change_schedule and saved.get("steps") != cfg.steps:
-            print(f"changing the schedule of {ckpt_path}: {saved.get('steps')} -> {cfg.steps} steps "
-                  f"from step {state['step']}")
-            schedule_changes.append({"at_step": state["step"], "steps_before": saved.get("steps"),
-                                     "steps_after": cfg.steps})
-            saved["steps"] = cfg.steps
+        schedule = ("steps", "image_steps")  # what --change-schedule may change: the length of each phase
+        if change_schedule and any(saved.get(k) != getattr(cfg, k) for k in schedule):
+            change = {f"{k}_before": saved.get(k) for k in schedule} | {f"{k}_after": getattr(cfg, k)
+                                                                        for k in schedule}
+            print(f"changing the schedule of {ckpt_path} from step {state['step']}: {change}")
+            schedule_changes.append({"at_step": state["step"], **change})
+            saved.update({k: getattr(cfg, k) for k in schedule})
         _check_same_run(saved, cfg, ckpt_path)
         try:
             model.load_state_dict(state["model"])
@@ -719,6 +720,7 @@ def main(argv=None):
     parser.add_argument("--out", help="run folder: checkpoint.pt, model/, loss.png, summary.json "
                         "(default runs/<preset>)")
     parser.add_argument("--steps", type=int, help="override the preset's number of steps")
+    parser.add_argument("--image-steps", type=int, help="override the preset's number of single-frame steps first")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--seed", type=int)
@@ -726,7 +728,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     parser.add_argument("--change-schedule", action="store_true",
-                        help="resume even though --steps differs from the checkpoint's (the LR schedule changes)")
+                        help="resume even though --steps or --image-steps differ from the checkpoint's (the LR "
+                             "schedule and the phases change; recorded in the checkpoint and training.json)")
     parser.add_argument("--fail-nan-at", type=int, help="simulate a NaN loss at this step (tests, demos)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--export", metavar="DIR", help="after training, write the model in fp16 with its "
@@ -747,7 +750,8 @@ def main(argv=None):
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         parser.error(f"argument --out: {args.out} is a file, not a run folder")
     cfg = PRESETS[args.preset]
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every,
+    overrides = {"steps": args.steps, "image_steps": args.image_steps, "batch_size": args.batch_size,
+                 "checkpoint_every": args.checkpoint_every,
                  "seed": args.seed, "device": args.device, "num_threads": args.threads,
                  "fail_nan_at": args.fail_nan_at}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -166,7 +166,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     # Shortening or lengthening a run is allowed only when asked for, and recorded.
     result = train(replace(cfg, steps=3), tmp_path, progress=False, change_schedule=True)
     assert result["steps"] == 3
-    assert result["schedule_changes"] == [{"at_step": 2, "steps_before": 2, "steps_after": 3}]
+    assert result["schedule_changes"] == [{"at_step": 2, "steps_before": 2, "image_steps_before": 4,
+                                           "steps_after": 3, "image_steps_after": 4}]
+    result = train(replace(cfg, steps=4, image_steps=1), tmp_path, progress=False, change_schedule=True)
+    assert result["schedule_changes"][-1] == {"at_step": 3, "steps_before": 3, "image_steps_before": 4,
+                                              "steps_after": 4, "image_steps_after": 1}
     with pytest.raises(ValueError, match="seed"):
         train(replace(cfg, steps=4, seed=5), tmp_path, progress=False, change_schedule=True)
 
