@@ -144,7 +144,7 @@ def identity_scores(frames: torch.Tensor, reference_images: torch.Tensor, recogn
     after a cut), about 0 for a stranger, and about 0 for anything that is not a face. With
     ``return_parts=True`` also returns dict(cosine (B, F), face_probability (B, F), ceiling, floor).
     """
-    from labkit.faces import embed_with_face_probability, load_recognizer
+    from labkit.faces import NOT_A_FACE_BELOW, embed_with_face_probability, load_recognizer
 
     _check_images("frames", frames, MIN_SCORE_SIZE)
     _check_images("reference_images", reference_images, MIN_SCORE_SIZE)
@@ -154,7 +154,7 @@ def identity_scores(frames: torch.Tensor, reference_images: torch.Tensor, recogn
                          f"{reference_images.shape[0]}")
     recognizer = recognizer if recognizer is not None else load_recognizer()
     ref_emb, ref_face = embed_with_face_probability(recognizer, reference_images)
-    bad = (ref_face < 0.5).nonzero().tolist()
+    bad = (ref_face < NOT_A_FACE_BELOW).nonzero().tolist()
     if bad:
         b, r = bad[0]
         raise ValueError(f"reference image {r} of video {b} does not look like a face (face probability "

@@ -88,20 +88,22 @@ def centred_face_masks(num_frames: int, size: int = 32, radius: float = 0.36) ->
 
 
 @torch.no_grad()
-def has_face(images: torch.Tensor, recognizer=None, min_probability: float = 0.5) -> torch.Tensor:
+def has_face(images: torch.Tensor, recognizer=None, min_probability: float | None = None) -> torch.Tensor:
     """Is there a face to take an identity from? images (N, 3, H, W) in [-1, 1] -> bool (N,).
 
     First the face check of the kit's recognizer (``recognizer`` if it has one, else the synthfaces one),
-    trained on renders against colour blocks, mush, noise and flat colour; then, for what it rejects,
-    MTCNN (``labkit.faces.detect_faces``), which finds real faces in photos.
+    trained on renders against colour blocks, mush, noise and flat colour: an image counts when its face
+    probability reaches ``min_probability`` (default ``labkit.faces.NOT_A_FACE_BELOW``); then, for what it
+    rejects, MTCNN (``labkit.faces.detect_faces``), which finds real faces in photos.
     """
     import warnings
 
-    from labkit.faces import detect_faces, embed_with_face_probability, load_recognizer
+    from labkit.faces import NOT_A_FACE_BELOW, detect_faces, embed_with_face_probability, load_recognizer
 
     if not getattr(recognizer, "has_face_check", False):
         recognizer = load_recognizer()
-    found = embed_with_face_probability(recognizer, images)[1] >= min_probability
+    threshold = NOT_A_FACE_BELOW if min_probability is None else min_probability
+    found = embed_with_face_probability(recognizer, images)[1] >= threshold
     if not found.all():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no face found" is the answer we are asking for here

@@ -241,3 +241,22 @@ def test_detect_faces_refuses_out_of_range_and_unreadable_images_in_one_line(ima
     with pytest.raises(error, match=match) as err:
         faces.detect_faces(images)
     assert "\n" not in str(err.value) and "images" in str(err.value)
+
+
+def test_face_check_passes_real_renders_and_refuses_what_a_failing_generator_draws():
+    from labkit.synthfaces import make_clips, test_ids
+
+    rec = faces.load_recognizer()
+    g = torch.Generator().manual_seed(0)
+    real = make_clips(test_ids(100, offset=11_000), num_frames=1, size=32, num_refs=2, generator=g).references
+    real = real.flatten(0, 1)
+    p_real = faces.embed_with_face_probability(rec, real)[1]
+    p_not = faces.embed_with_face_probability(rec, faces.not_faces(real, g))[1]
+    p_corrupt = faces.embed_with_face_probability(rec, faces.corrupted_faces(real, g))[1]
+    assert (p_real >= faces.NOT_A_FACE_BELOW).all() and (p_real >= 0.5).float().mean() >= 0.97
+    assert p_not.mean() < 0.1 and p_corrupt.mean() < 0.2
+
+
+def test_the_baseline_recognizer_ships_for_the_look_alike_comparison():
+    base = faces.FaceRecognitionBackbone("synthfaces-baseline")
+    assert base.has_face_check and base.score_levels["32"]["ceiling"] > base.score_levels["32"]["floor"]
