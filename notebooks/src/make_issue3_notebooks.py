@@ -620,11 +620,19 @@ fig.tight_layout()
 fig.savefig(figure_path("03_lookalike_scores.png"), dpi=80)
 """),
     md("""
-Read the two columns. A recognizer that was never forced to tell apart two people with the same colours
-scores the look-alike close to the real person: it has learned that hair and skin colour separate its
-training identities, which they mostly do. Hard negatives and colour jitter take that shortcut away, so
-the shipped recognizer has to look at the geometry of the face. The face check is what sends colour blocks
-and noise to 0 in both columns.
+Read the two columns. The face check sends colour blocks and noise to 0 in both: without it, a
+recognizer maps any picture to *some* embedding, and colour blocks of the person would score high. The
+look-alike is the hard case. A recognizer that was never forced to tell apart two people with the same
+colours learns that hair and skin colour separate its training identities, which they mostly do. Hard
+negatives and colour jitter take part of that shortcut away; how much, the next cell measures. At 32x32 a
+look-alike's other face shape, eyes, nose and mouth differ by a few pixels: look at the picture above and
+ask yourself whether *you* would tell them apart at that size.
+"""),
+    code("""
+gain = table["baseline (no hard negatives)"]["look-alike"] - table["shipped (hard negatives)"]["look-alike"]
+print(f"hard negatives lower the look-alike's score by {gain:+.3f} on these {len(person)} people")
+print("the look-alike still scores", "above" if table["shipped (hard negatives)"]["look-alike"] > 0.5 else "below",
+      "0.5, the course's limit for a score that reads faces rather than colours")
 """),
     md("""
 ## What you measured, and a question
@@ -635,7 +643,11 @@ ROC-AUC, EER and TAR above, and a ceiling far above the floor, both within a sho
 tried to fool the identity score with a look-alike, colour blocks and noise, and saw what hard negatives and
 a face check change.
 
-**Question:** the ceiling across a cut is lower than within a shot. When notebook 10 plots a generated
+**Question 1:** the look-alike shares everything but the geometry of the face. What would you change to make
+the recognizer look harder at that geometry: more pixels, more look-alike families, a loss on look-alike
+pairs, or a world whose faces differ more? How would you check that it worked without fooling yourself?
+
+**Question 2:** the ceiling across a cut is lower than within a shot. When notebook 10 plots a generated
 video's similarity to its reference frame by frame, a drop right after a cut could be drift or could be the
 cut itself. Which level would you normalise those frames with, and why would using the no-cut ceiling make
 the model look worse than it is?
