@@ -53,9 +53,11 @@ def data_path(name: str = "") -> Path:
     repo_data = Path(__file__).resolve().parent.parent / "data"
     if repo_data.is_dir():
         return repo_data / name
-    from importlib.resources import files
+    # labkit.data has no __init__.py: importlib.resources.files() gives a MultiplexedPath whose str() is not a
+    # path, so take the namespace package's folder itself (tests/test_colab_setup.py installs a wheel to check).
+    import labkit.data
 
-    return Path(str(files("labkit.data"))) / name
+    return Path(next(iter(labkit.data.__path__))) / name
 
 
 def figure_path(name: str) -> Path:

@@ -16,7 +16,7 @@ Views are plain ``widgets.Image`` (PNG/GIF bytes drawn off-screen with matplotli
 to use from a thread) and ``widgets.HTML`` readouts with fixed element ids (``driftlab-mean`` ...) that the
 browser test reads. The real compute function, :func:`compute_drift`, runs the shipped
 ``ReferenceConditionedGenerator`` and :mod:`labkit.metrics` (the end of this file).
-``python -m labkit.widgets precompute`` rebuilds the shipped sweep.
+``python -m labkit.widgets precompute`` rebuilds the shipped sweep; ``... readme-figure`` draws the README picture.
 """
 
 from __future__ import annotations
@@ -1013,16 +1013,75 @@ def precompute(path=None, strengths=None, model_path=None) -> list[DriftResult]:
     return results
 
 
+def readme_figure(out, model_path=None, identities: int = 4, num_chunks: int = 3, steps: int | None = None):
+    """One PNG for the README: what the lab shows for its default setting (references, generated frames, the
+    identity curve) beside the drift benchmark in small, the mean identity of each chunk for the four strategies
+    on ``identities`` held-out identities (error bars: standard error). About a minute on a CPU."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from labkit.common import image_strip
+
+    engine = get_engine(model_path)
+    shown = engine.run(DriftSettings(num_chunks=num_chunks), steps=steps)[0]
+    per_chunk = {k: np.array([r.extra["per_chunk"] for r in engine.run(
+        DriftSettings(strategy=k, num_chunks=num_chunks), identities=range(identities), steps=steps)])
+        for k in STRATEGIES}
+
+    def chw(images):  # uint8 (N, H, W, 3) -> what image_strip takes, (N, 3, H, W) in [-1, 1]
+        return np.asarray(images, np.float32).transpose(0, 3, 1, 2) / 127.5 - 1
+
+    fig = Figure(figsize=(12, 7.2))
+    grid = fig.add_gridspec(2, 3, width_ratios=[1, 3, 3], height_ratios=[1, 1.6])
+    for spec, image, title in [
+            (grid[0, 0], image_strip(chw(shown.references), ncols=1), "references"),
+            (grid[0, 1:], image_strip(chw(shown.frames), ncols=-(-len(shown.frames) // 2)),
+             f"generated video ({num_chunks} chunks, dotted line in the curve: a new chunk)"),
+            (grid[1, :2], np.asarray(Image.open(io.BytesIO(curve_png(shown, width=6, height=3.4)))),
+             "the DriftLab's identity curve")]:
+        ax = fig.add_subplot(spec)
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, 2])
+    chunks = np.arange(1, num_chunks + 1)
+    for k, values in per_chunk.items():
+        se = values.std(0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.zeros(values.shape[1])
+        ax.errorbar(chunks[:values.shape[1]], values.mean(0), se, fmt="o-", ms=4, capsize=3, label=STRATEGY_LABELS[k])
+    ax.axhline(1, color="tab:green", ls="--", lw=1, label="ceiling (real frames)")
+    ax.axhline(0, color="tab:red", ls="--", lw=1, label="floor (strangers)")
+    ax.set(xlabel="chunk", ylabel="identity score (mean of the chunk)", xticks=chunks, ylim=(-0.3, 1.5),
+           title=f"four strategies, {identities} held-out identities")
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
+    fig.suptitle("Character Consistency Lab: the DriftLab and the drift benchmark", fontsize=12)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
+
+
 def main(argv=None):
-    """``python -m labkit.widgets precompute [--out PATH]``: rebuild the shipped sweep (a few minutes)."""
+    """``python -m labkit.widgets precompute [--out PATH]``: rebuild the shipped sweep (a few minutes).
+    ``python -m labkit.widgets readme-figure [--out docs/driftlab.png]``: the README's picture (about a minute)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("command", choices=["precompute"])
-    parser.add_argument("--out", help="where to write the sweep (default data/drift_sweep.npz)")
+    parser.add_argument("command", choices=["precompute", "readme-figure"])
+    parser.add_argument("--out", help="where to write (default data/drift_sweep.npz; readme-figure: docs/driftlab.png)")
     parser.add_argument("--model", help="IdentityVideoDiT folder (default: the shipped data/identity_video_dit)")
+    parser.add_argument("--identities", type=int, default=4, help="readme-figure: held-out identities per strategy")
+    parser.add_argument("--chunks", type=int, default=3, help="readme-figure: chunks per video")
+    parser.add_argument("--steps", type=int, help=f"readme-figure: denoising steps a chunk (default {INFERENCE_STEPS})")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.command == "readme-figure":
+        out = readme_figure(args.out or "docs/driftlab.png", model_path=args.model, identities=args.identities,
+                            num_chunks=args.chunks, steps=args.steps)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - start:.0f} s")
+        return
     results = precompute(args.out, model_path=args.model)
     print(f"wrote {len(results)} settings in {time.perf_counter() - start:.0f} s")
 
