@@ -27,7 +27,7 @@ test: setup
 
 # Unit tests only: no notebooks, no browser.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not notebook and not browser"
+	$(BIN)/python -m pytest -m "not notebook and not browser and not colab"
 
 # Every notebook in quick mode with its time and peak memory.
 notebooks: setup

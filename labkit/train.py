@@ -454,8 +454,9 @@ def plot_monitor(records: list, path=None):
     ax1.set_xlabel("step")
     ax1.set_title("drawing the person from the references alone")
     ax1.legend(fontsize=8)
-    ax2.plot(steps, [r["token_spread"] for r in records], "o-", label="token spread across faces")
-    ax2.plot(steps, [r["swap_sensitivity"] for r in records], "s--", label="swap sensitivity")
+    positive = lambda key: ([r["step"] for r in records if r[key] > 0], [r[key] for r in records if r[key] > 0])
+    ax2.plot(*positive("token_spread"), "o-", label="token spread across faces")
+    ax2.plot(*positive("swap_sensitivity"), "s--", label="swap sensitivity (0 at step 0: the output starts at 0)")
     ax2.set_yscale("log")  # swap sensitivity lives around 1e-3..1e-1, the spread around 1: both must show
     ax2.set_ylim(1e-4, 3)
     ax2.set_xlabel("step")
