@@ -292,7 +292,9 @@ def _driftlab_model(folder: Path) -> str | None:
 
 def _driftlab_view(page) -> tuple[str, str]:
     """What the lab shows now: the headline figures' text and the curve image's source."""
-    figures = page.locator("#driftlab-figures").first.inner_text()
+    # textContent, not innerText: JupyterLab 4 does not render cells scrolled out of view, and innerText of an
+    # unrendered element is empty, which would make "the view changed" true or false for the wrong reason.
+    figures = page.locator("#driftlab-figures").first.text_content() or ""
     curve = page.locator("img.driftlab-curve").first.get_attribute("src") or ""
     return figures, curve
 
@@ -423,6 +425,7 @@ def _slider_and_strategy_update_the_lab(page, server, screenshot: str) -> None:
     strategy each update its curve and figures (the slider moved with the mouse, as in Notebook 7 the arrow keys
     are not the slider's); no error in the kernel or the page; a screenshot is saved."""
     print(f"{server['name']}: first result {_wait_for_first_result(page)}")
+    page.locator(".driftlab").first.scroll_into_view_if_needed()  # after Run All the page sits at the bottom
     timings: list = []
     _driftlab_step(page, "identity_strength slider dragged right", lambda: drag_slider(page, "identity_strength", 0.15),
                    timings)
