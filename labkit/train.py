@@ -636,7 +636,7 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                "loss_first_20": first, "loss_last_20": last, "device": str(device),
                "threads": torch.get_num_threads(), "config": asdict(cfg), "schedule_changes": schedule_changes}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    sessions_path = out / "sessions.json"
+    sessions_path = out / "wall_time.json"  # one entry per invocation of train()
     sessions = json.loads(sessions_path.read_text()) if sessions_path.exists() else []
     sessions.append({"end_step": step, "seconds": seconds, "image_steps": counts["image"],
                      "clip_steps": counts["clip"], "threads": torch.get_num_threads(), "device": str(device),
@@ -666,7 +666,7 @@ def export_run(run_dir, dest, command: str) -> Path:
     model.half().save_pretrained(dest)
     state = load_checkpoint(run_dir / "checkpoint.pt")
     losses = state["losses"]
-    sessions_path, summary_path = run_dir / "sessions.json", run_dir / "summary.json"
+    sessions_path, summary_path = run_dir / "wall_time.json", run_dir / "summary.json"
     if sessions_path.exists():
         sessions = json.loads(sessions_path.read_text())
     else:  # a run from before sessions were recorded: its one summary
