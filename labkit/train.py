@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["TrainConfig", "PRESETS", "make_batch", "make_image_batch", "is_image_step", "train", "load_checkpoint",
-           "plot_losses", "monitor", "plot_monitor", "compare_token_designs", "export_run"]
+           "plot_losses", "monitor", "plot_monitor", "compare_token_designs", "export_run", "estimate_run_seconds"]
 
 
 @dataclass
@@ -468,6 +468,40 @@ def plot_monitor(records: list, path=None):
     return fig
 
 
+def estimate_run_seconds(cfg: TrainConfig, device="cpu", probe_images: int = 4, probe_clips: int = 1) -> dict:
+    """How long ``cfg`` would train on ``device``, from one timed single-frame step and one timed clip step at
+    a small batch (``probe_images`` frames, ``probe_clips`` clips) scaled linearly to the preset's batches and
+    step counts. A rough figure (a bigger batch uses the hardware a little better), but it needs seconds, not
+    the run itself. Returns dict(image_step_s, clip_step_s, image_steps, clip_steps, total_s)."""
+    from labkit.faces import FaceRecognitionBackbone
+    from labkit.model import IdentityVideoDiT
+    from labkit.pipeline import make_scheduler
+
+    device = torch.device(device)
+    probe = replace(cfg, image_batch_size=probe_images, batch_size=probe_clips, device=str(device))
+    model = IdentityVideoDiT(sample_size=cfg.size, max_frames=cfg.num_frames, **cfg.model).to(device)
+    recognizer = FaceRecognitionBackbone(device=device)
+    scheduler = make_scheduler("ddpm")
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+
+    def seconds(make):
+        times = []
+        for step in range(2):  # the first call warms up
+            start = time.perf_counter()
+            loss, _ = compute_loss(model, scheduler, make(probe, step, recognizer, device), probe, recognizer)
+            loss.backward()
+            times.append(time.perf_counter() - start)
+        return times[-1]
+
+    image_s = seconds(make_image_batch) * cfg.image_batch_size / probe_images
+    clip_s = seconds(make_batch) * cfg.batch_size / probe_clips
+    mixed = cfg.steps - cfg.image_steps
+    image_steps = cfg.image_steps + round(mixed * cfg.p_image_batch)
+    clip_steps = cfg.steps - image_steps
+    return {"image_step_s": image_s, "clip_step_s": clip_s, "image_steps": image_steps, "clip_steps": clip_steps,
+            "total_s": image_steps * image_s + clip_steps * clip_s}
+
+
 def compare_token_designs(steps: int = 150, designs=("resampler", "face_only"), seed: int = 0,
                           progress: bool = False) -> dict:
     """Train the cpu-tiny model once per identity-token design, on the same single-frame batches, and return
@@ -733,6 +767,8 @@ def main(argv=None):
                              "schedule and the phases change; recorded in the checkpoint and training.json)")
     parser.add_argument("--fail-nan-at", type=int, help="simulate a NaN loss at this step (tests, demos)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--estimate", action="store_true", help="do not train: time one step of each kind at a "
+                        "small batch and print how long the preset would take on this device")
     parser.add_argument("--export", metavar="DIR", help="after training, write the model in fp16 with its "
                         "training.json to DIR (how data/identity_video_dit is made)")
     args = parser.parse_args(argv)
@@ -756,6 +792,14 @@ def main(argv=None):
                  "seed": args.seed, "device": args.device, "num_threads": args.threads,
                  "fail_nan_at": args.fail_nan_at}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if args.estimate:
+        from labkit.common import get_device
+
+        e = estimate_run_seconds(cfg, cfg.device or get_device())
+        print(f"{args.preset} here: about {e['image_step_s']:.2f} s per single-frame step and {e['clip_step_s']:.2f} s "
+              f"per clip step, so {e['total_s'] / 3600:.1f} hours for its {e['image_steps']:,} + {e['clip_steps']:,} "
+              "steps (one timed step of each kind at a small batch, scaled up). Not started.")
+        return
     try:
         out = args.out or f"runs/{args.preset}"
         result = train(cfg, out, resume=not args.fresh, progress=not args.no_progress,

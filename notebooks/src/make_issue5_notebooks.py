@@ -573,6 +573,21 @@ print(f"loss {result['loss_first_20']:.3f} -> {result['loss_last_20']:.3f} in {r
       f"{speed:.0f} images/s")'''),
     code('''display(plot_losses(result["losses"]))'''),
     md("""
+## The larger preset: what a GPU buys
+
+`gpu-small` is 2.7x wider and 2x deeper, with batches of 256 frames and 64 clips. On a GPU runtime the cell
+above trains it. On a CPU we do not start it: `python -m labkit.train --preset gpu-small --estimate` times one
+step of each kind at a small batch, scales it to the preset's, and says how long it would take here.
+"""),
+    code('''import subprocess
+import sys
+
+if device.type == "cuda":
+    print("this runtime has a GPU: the training cell above trained gpu-small")
+else:  # in a separate process, so the large model's memory is not added to this notebook's
+    estimate = [sys.executable, "-m", "labkit.train", "--preset", "gpu-small", "--estimate", "--device", "cpu"]
+    print(subprocess.run(estimate, capture_output=True, text=True, check=True).stdout)'''),
+    md("""
 ## The shipped model's training
 
 The shipped checkpoint keeps a record of its own run next to its weights (`training.json`): the command,
@@ -635,6 +650,25 @@ for name, pipe in (("yours", mine), ("shipped", shipped)):
 fig = show_images(torch.cat([refs[:, 0], *rows]), ncols=8,
                   suptitle="a reference / your cpu-learner model / the shipped model (references only)")
 fig.savefig(figure_path("08_samples.png"), dpi=100)'''),
+    md("""
+## From images to video
+
+Your model saw single frames only: it learned to draw *a* frame of the person in the references. A video
+model must also make 8 frames that agree with each other, continue from given frames, and keep the person
+across a cut. The shipped model learned that in its second phase: clips of 8 frames with a keyframe, the
+previous chunk's last frames, or nothing given, and cuts, with single frames still mixed in. On this CPU that
+phase took about 2,500 clip steps (about 25 minutes), more than this notebook's budget, so here is its
+result: three chunks drawn from the references alone, with a cut before each chunk. Compare the frames
+within a chunk (they agree) and across the cuts (the person stays).
+"""),
+    code('''video = shipped.generate(reference_images=refs[:2], num_frames=19, keyframe=False, strategy="explicit",
+                         identity_strength=1.0, num_inference_steps=10 if QUICK else 20,
+                         generator=torch.Generator().manual_seed(1), check_faces=False, progress=False)
+per_chunk = metrics.identity_scores(video.frames.cpu(), refs[:2], recognizer).mean(0)
+print("identity score per frame:", " ".join(f"{v:.2f}" for v in per_chunk.tolist()))
+print("chunks start at frames", video.chunk_starts)
+fig = show_images(torch.cat([refs[0, :2], video.frames[0, ::2].cpu()]), ncols=12,
+                  suptitle="two of the references, then every 2nd frame of the video (3 chunks, cut before each)")'''),
     md("""
 ## What we measured
 
