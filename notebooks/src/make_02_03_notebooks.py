@@ -1,6 +1,6 @@
 """Write notebooks 02_synthetic_faces and 03_face_embeddings (no outputs) with nbformat.
 
-    .venv/bin/python notebooks/src/make_issue3_notebooks.py
+    .venv/bin/python notebooks/src/make_02_03_notebooks.py
 """
 
 from nbwriter import DEVICE, SETUP, code, md, write_notebook

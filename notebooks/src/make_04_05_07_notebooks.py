@@ -1,6 +1,6 @@
 """Write notebooks 04_identity_encoder, 05_identity_attention and 07_identity_losses (no outputs) with nbformat.
 
-    .venv/bin/python notebooks/src/make_issue4_notebooks.py
+    .venv/bin/python notebooks/src/make_04_05_07_notebooks.py
 """
 
 from nbwriter import DEVICE, SETUP, write_notebook

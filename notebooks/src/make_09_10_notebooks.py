@@ -1,6 +1,6 @@
 """Write notebooks 09_multi_character and 10_drift_lab (no outputs) with nbformat.
 
-    .venv/bin/python notebooks/src/make_issue6_notebooks.py
+    .venv/bin/python notebooks/src/make_09_10_notebooks.py
 """
 
 from nbwriter import DEVICE, SETUP, code, md, write_notebook

@@ -1,6 +1,6 @@
 """Write notebooks 01_drift, 06_reference_conditioning and 08_training (no outputs) with nbformat.
 
-    .venv/bin/python notebooks/src/make_issue5_notebooks.py
+    .venv/bin/python notebooks/src/make_01_06_08_notebooks.py
 """
 
 from nbwriter import DEVICE, SETUP, code, md, write_notebook
