@@ -71,11 +71,11 @@ class Bench:
 
     def score(self, frames, cuts=None, chunk_starts=None) -> dict:
         """identity_scores of generated frames (B, F, 3, S, S) against the scoring references, summarised."""
-        from labkit.metrics import embed_frames, identity_scores, summarise_scores
+        from labkit.metrics import identity_scores, summarise_scores
 
         scores, parts = identity_scores(frames, self.score_images, self.recognizer, return_parts=True)
-        emb = embed_frames(self.recognizer, frames)
-        return summarise_scores(scores, parts["face_probability"], emb, frames, cuts, chunk_starts=chunk_starts)
+        return summarise_scores(scores, parts["face_probability"], parts["embeddings"], frames, cuts,
+                                chunk_starts=chunk_starts)
 
     def run(self, num_refs=3, strength=0.8, strategy="explicit", num_chunks=None, refs=None, keyframe=True, **kw):
         """Generate one batch of videos (all identities at once) and score them."""

@@ -814,17 +814,13 @@ def lookalike_donors(num_classes: int, family_size: int = 6, share_in_families: 
     look and differ only in face geometry: hard negatives, so the recognizer must read the face. The rest
     wear their own look.
     """
-    ids = train_ids_for_recognizer(num_classes)
+    from labkit import synthfaces
+
+    ids = synthfaces.train_ids(num_classes)
     in_families = int(num_classes * share_in_families) // family_size * family_size
     donors = ids.clone()
     donors[:in_families] = ids[:in_families].view(-1, family_size)[:, :1].expand(-1, family_size).reshape(-1)
     return donors
-
-
-def train_ids_for_recognizer(num_classes: int) -> torch.Tensor:
-    from labkit import synthfaces
-
-    return synthfaces.train_ids(num_classes)
 
 
 def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, steps: int = 3000,
@@ -851,7 +847,7 @@ def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, 
     seed_everything(seed)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    ids = train_ids_for_recognizer(num_identities)
+    ids = synthfaces.train_ids(num_identities)
     donors = lookalike_donors(num_identities, share_in_families=1.0 if hard_negatives else 0.0)
     pool = []
     with torch.no_grad():

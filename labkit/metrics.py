@@ -142,7 +142,8 @@ def identity_scores(frames: torch.Tensor, reference_images: torch.Tensor, recogn
     of the references' embeddings and the levels come from real frames at the frames' size
     (:func:`measure_levels`): about 1 for real frames of the same person (other pose, expression, lighting,
     after a cut), about 0 for a stranger, and about 0 for anything that is not a face. With
-    ``return_parts=True`` also returns dict(cosine (B, F), face_probability (B, F), ceiling, floor).
+    ``return_parts=True`` also returns dict(cosine (B, F), face_probability (B, F), embeddings (B, F, 512),
+    ceiling, floor), so a caller needs no second recognizer pass over the frames.
     """
     from labkit.faces import NOT_A_FACE_BELOW, embed_with_face_probability, load_recognizer
 
@@ -165,7 +166,7 @@ def identity_scores(frames: torch.Tensor, reference_images: torch.Tensor, recogn
     levels = _levels_for(recognizer, int(frames.shape[-1]))
     scores = face * normalised_identity(cos, levels["ceiling"], levels["floor"])
     if return_parts:
-        return scores, {"cosine": cos, "face_probability": face, **levels}
+        return scores, {"cosine": cos, "face_probability": face, "embeddings": emb, **levels}
     return scores
 
 

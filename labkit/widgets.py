@@ -843,9 +843,9 @@ class DriftEngine:
             finally:
                 del self.pipe.progress_bar
         frames = out.frames.cpu()                                                   # (B, F, 3, S, S)
-        emb = self._embed(self.recognizer, frames)                                  # (B, F, 512)
         scores, parts = identity_scores(frames, torch.stack([w["score_images"] for w in who]), self.recognizer,
                                         return_parts=True)
+        emb = parts["embeddings"]                                                   # (B, F, 512)
         norm = scores.numpy()                                                       # (B, F)
         faces = parts["face_probability"].numpy()
         moving = variety(frames, out.cuts)
