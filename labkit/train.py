@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 
 __all__ = ["TrainConfig", "PRESETS", "make_batch", "make_image_batch", "is_image_step", "train", "load_checkpoint",
-           "plot_losses", "monitor", "plot_monitor", "compare_token_designs", "export_run", "estimate_run_seconds"]
+           "plot_losses", "monitor", "plot_monitor", "compare_token_designs", "export_run", "estimate_run_seconds",
+           "make_accelerator", "compare_processes", "step_generator", "shard_size"]
 
 
 @dataclass
@@ -80,10 +81,10 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: str | None = None
-    bf16: bool = False
-    compile: bool = False
+    bf16: bool = False  # Accelerate's bf16 mixed precision, on GPUs only (slower than fp32 on the CPUs we measured)
+    compile: bool = False  # torch.compile through Accelerate's dynamo backend, on CUDA only
+    grad_accum: int = 1  # micro-batches per optimizer step; the global batch is cut into processes x grad_accum
     num_threads: int | None = None
-    fail_nan_at: int | None = None  # for tests and demos: pretend the loss became NaN at this step
 
 
 PRESETS = {
@@ -106,21 +107,31 @@ PRESETS = {
                              log_every=50, identity_loss_weight=0.1, bf16=True, compile=True, image_batch_size=256,
                              image_steps=4000, p_image_batch=0.3, monitor_every=1000,
                              model=dict(dim=256, depth=8, num_heads=8, identity_dim=256, num_identity_tokens=16)),
-    # Only for the test suite: a few fast steps.
-    "test-mini": TrainConfig(steps=12, batch_size=2, lr=1e-3, warmup=2, checkpoint_every=3, log_every=1,
+    # Smoke runs (tests, checking a set-up such as `accelerate launch`): a few seconds.
+    "smoke": TrainConfig(steps=12, batch_size=2, lr=1e-3, warmup=2, checkpoint_every=3, log_every=1,
                              image_batch_size=4, image_steps=4, p_image_batch=0.5,
                              model=dict(dim=32, depth=1, num_heads=2, identity_dim=32, num_identity_tokens=4)),
 }
 
 
-def step_generator(seed: int, step: int, device="cpu") -> torch.Generator:
-    """The generator for everything random in one step: the same (seed, step) always gives the same batch."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+def step_generator(seed: int, step: int, shard: int = 0, device="cpu") -> torch.Generator:
+    """The generator for everything random in one step: the same (seed, step, shard) always gives the same
+    batch. A step's global batch is cut into shards, one per process and gradient-accumulation micro-batch;
+    one process without accumulation has only shard 0."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + shard * 1_000_000_007)
+
+
+def shard_size(global_batch: int, num_shards: int, what: str = "batch_size") -> int:
+    """Each shard's share of a global batch; the global batch must divide evenly."""
+    if global_batch % num_shards:
+        raise ValueError(f"{what} {global_batch} does not divide into {num_shards} shards (processes x "
+                         "gradient-accumulation steps); choose a multiple of it")
+    return global_batch // num_shards
 
 
 @torch.no_grad()
-def make_batch(cfg: TrainConfig, step: int, recognizer, device) -> dict:
-    """Render one training batch for ``step`` and choose its conditions.
+def make_batch(cfg: TrainConfig, step: int, recognizer, device, shard: int = 0, num_shards: int = 1) -> dict:
+    """Render one training batch for ``step`` (its ``shard``-th part of ``num_shards``) and choose its conditions.
 
     Returns dict(frames (B,F,3,S,S), context (B,F,3,S,S) (frames, corrupted for some clips), given (B,F) bool,
     cuts (B,F) bool,
@@ -129,8 +140,8 @@ def make_batch(cfg: TrainConfig, step: int, recognizer, device) -> dict:
     """
     from labkit.synthfaces import make_clips, train_ids
 
-    g = step_generator(cfg.seed, step)
-    b, f, s = cfg.batch_size, cfg.num_frames, cfg.size
+    g = step_generator(cfg.seed, step, shard)
+    b, f, s = shard_size(cfg.batch_size, num_shards), cfg.num_frames, cfg.size
     ids = train_ids(1_000_000)[torch.randint(0, 1_000_000, (b,), generator=g)]
     mode = torch.multinomial(torch.tensor(cfg.context_probs, dtype=torch.float), b, replacement=True, generator=g)
     k = torch.randint(1, 4, (b,), generator=g)  # continuation context length
@@ -197,13 +208,13 @@ def is_image_step(cfg: TrainConfig, step: int) -> bool:
 
 
 @torch.no_grad()
-def make_image_batch(cfg: TrainConfig, step: int, recognizer, device) -> dict:
+def make_image_batch(cfg: TrainConfig, step: int, recognizer, device, shard: int = 0, num_shards: int = 1) -> dict:
     """A batch of ``cfg.image_batch_size`` single frames (F = 1) of training identities, no context frames:
     the model must take the face from its identity tokens. Same keys and layouts as :func:`make_batch`."""
     from labkit.synthfaces import make_clips, train_ids
 
-    g = step_generator(cfg.seed, step)
-    b, s = cfg.image_batch_size, cfg.size
+    g = step_generator(cfg.seed, step, shard)
+    b, s = shard_size(cfg.image_batch_size, num_shards, "image_batch_size"), cfg.size
     ids = train_ids(1_000_000)[torch.randint(0, 1_000_000, (b,), generator=g)]
     shot = make_clips(ids, num_frames=1, size=s, num_refs=cfg.num_refs, num_cuts=0, generator=g, device=device)
     embeddings = _reference_embeddings(shot.references, recognizer, cfg, g, device)
@@ -226,7 +237,10 @@ def compute_loss(model, scheduler, batch: dict, cfg: TrainConfig, recognizer=Non
     x0, noise, t = batch["frames"], batch["noise"], batch["timesteps"]
     x_t = scheduler.add_noise(x0, noise, t)
     target = scheduler.get_velocity(x0, noise, t)
-    tokens = model.encode_identity(batch["embeddings"])
+    from accelerate.utils import extract_model_from_parallel
+
+    # encode_identity is a method of the model itself, not of a DistributedDataParallel or compiled wrapper.
+    tokens = extract_model_from_parallel(model).encode_identity(batch["embeddings"])
     # Dropping identity = giving zero strength for that clip; the tokens stay shaped (B, T, D).
     strength = batch["use_identity"].float()
     masks = torch.where(batch["use_masks"][:, None, None, None], batch["masks"], torch.ones_like(batch["masks"]))
@@ -529,9 +543,40 @@ def _write_json_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def make_accelerator(cfg: TrainConfig):
+    """The run's :class:`accelerate.Accelerator`: one process (CPU, CUDA or MPS) or one of several under
+    ``accelerate launch`` (DDP over gloo on CPUs, NCCL on GPUs), bf16 mixed precision and torch.compile on CUDA
+    only, ``cfg.grad_accum`` micro-batches per optimizer step."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    from labkit.common import get_device
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # One process: a fresh state each call, so that runs with other settings can follow in one session
+        # (a notebook, the tests). Under `accelerate launch` the launcher's state is kept.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    wanted = torch.device(cfg.device) if cfg.device else get_device()
+    gpu = wanted.type == "cuda"
+    if os.environ.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in os.environ and \
+            "WORLD_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ:
+        print("WARNING: `accelerate launch --cpu --num_processes N` started ONE process: Accelerate starts several "
+              "CPU processes only through MPI (--mpirun_hostfile). On one machine use `accelerate launch "
+              "--multi_gpu --num_processes N` (torchrun; on a machine without GPUs Accelerate uses gloo on the "
+              "CPU). Training goes on in one process.", flush=True)
+    return Accelerator(cpu=wanted.type == "cpu", mixed_precision="bf16" if cfg.bf16 and gpu else "no",
+                       gradient_accumulation_steps=cfg.grad_accum,
+                       dynamo_backend="inductor" if cfg.compile and gpu else "no")
+
+
 def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, change_schedule: bool = False,
           on_monitor=None) -> dict:
     """Train (or resume) a run in folder ``out``. Returns dict(model, losses, seconds, clips_per_second, ...).
+
+    Runs in one process, or in each process of ``accelerate launch --num_processes N -m labkit.train ...``:
+    every process renders its own shard of each step's global batch (:func:`step_generator`), Accelerate
+    averages the gradients, and only process 0 writes files, monitors and shows progress.
 
     ``on_monitor(records, samples, references, losses)`` is called at every monitor check-in (every
     ``cfg.monitor_every`` steps), e.g. to refresh a live figure in a notebook.
@@ -544,20 +589,28 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
     """
     from tqdm.auto import tqdm
 
-    from labkit.common import get_device
     from labkit.faces import FaceRecognitionBackbone
     from labkit.model import IdentityVideoDiT
     from labkit.pipeline import make_scheduler
 
+    accelerator = make_accelerator(cfg)
+    main_process, device = accelerator.is_main_process, accelerator.device
+    world = accelerator.num_processes
+    num_shards = world * cfg.grad_accum
+    shard_size(cfg.batch_size, num_shards)
+    shard_size(cfg.image_batch_size, num_shards, "image_batch_size")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = torch.device(cfg.device) if cfg.device else get_device()
+    elif world > 1 and device.type == "cpu":  # processes on one CPU share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     torch.manual_seed(cfg.seed)
     model = IdentityVideoDiT(sample_size=cfg.size, max_frames=cfg.num_frames, **cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    # Linear warm-up, then cosine decay to 10% of the peak learning rate.
+    # Linear warm-up, then cosine decay to 10% of the peak learning rate. Stepped once per optimizer step by
+    # us (not prepared by Accelerate, which would step it once per process).
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps))))))
     step, losses, schedule_changes = 0, [], []
@@ -569,10 +622,16 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
         if change_schedule and any(saved.get(k) != getattr(cfg, k) for k in schedule):
             change = {f"{k}_before": saved.get(k) for k in schedule} | {f"{k}_after": getattr(cfg, k)
                                                                         for k in schedule}
-            print(f"changing the schedule of {ckpt_path} from step {state['step']}: {change}")
+            if main_process:
+                print(f"changing the schedule of {ckpt_path} from step {state['step']}: {change}")
             schedule_changes.append({"at_step": state["step"], **change})
             saved.update({k: getattr(cfg, k) for k in schedule})
         _check_same_run(saved, cfg, ckpt_path)
+        saved_processes = state.get("processes", 1)
+        if saved_processes != world:
+            raise ValueError(f"{ckpt_path} was written by a run in {saved_processes} process(es), this one has "
+                             f"{world}: each process draws its own shard of every batch, so the run would not "
+                             "continue exactly; resume with the same number of processes")
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -585,20 +644,22 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                              f"type {type(state['losses']).__name__} (expected a list)")
         step, losses = state["step"], state["losses"]
         schedule_changes = state.get("schedule_changes", []) + schedule_changes
-        print(f"resumed from {ckpt_path} at step {step}")
+        if main_process:
+            print(f"resumed from {ckpt_path} at step {step}")
     recognizer = FaceRecognitionBackbone(device=device)
     monitor_path = out / "monitor.json"
     records = [r for r in json.loads(monitor_path.read_text()) if r["step"] <= step] \
         if monitor_path.exists() and step > 0 else []
     noise_scheduler = make_scheduler("ddpm")
     noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
-    forward_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+    ddp_model, opt = accelerator.prepare(model, opt)  # model stays the plain module: saving, monitoring
 
     def save(at_step):
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict(),
-                      "step": at_step, "losses": losses, "config": asdict(cfg),
-                      "schedule_changes": schedule_changes}, ckpt_path)
+        if main_process:
+            _save_atomic({"model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
+                          "lr_scheduler": sched.state_dict(), "step": at_step, "losses": losses,
+                          "config": asdict(cfg), "processes": world, "schedule_changes": schedule_changes},
+                         ckpt_path)
 
     def check_in(at_step):
         from PIL import Image
@@ -606,6 +667,7 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
         from labkit.common import image_strip
 
         m = monitor(model, recognizer, cfg)
+        model.train()
         records.append({"step": at_step, **{k: v for k, v in m.items() if not torch.is_tensor(v)}})
         _write_json_atomic(records, monitor_path)
         plot_monitor(records, out / "monitor.png")
@@ -621,32 +683,40 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
     start = time.perf_counter()
     busy = {"image": 0.0, "clip": 0.0}  # seconds spent in each kind of step (monitors not counted)
     counts = {"image": 0, "clip": 0}
-    bar = tqdm(total=cfg.steps, initial=step, desc="training", disable=not progress)
-    if cfg.monitor_every and step == 0:
+    bar = tqdm(total=cfg.steps, initial=step, desc="training", disable=not (progress and main_process))
+    if cfg.monitor_every and step == 0 and main_process:
         check_in(0)
     while step < cfg.steps:
         t_step = time.perf_counter()
-        kind = "image" if is_image_step(cfg, step) else "clip"
-        batch = (make_image_batch if kind == "image" else make_batch)(cfg, step, recognizer, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, terms = compute_loss(forward_model, noise_scheduler, batch, cfg, recognizer)
-        if cfg.fail_nan_at is not None and step == cfg.fail_nan_at:
-            loss = loss * float("nan")
-        if not torch.isfinite(loss):
-            bar.close()
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}: training stopped. The last good "
-                                     f"checkpoint ({ckpt_path}, step {state_step(ckpt_path)}) is kept; lower the "
-                                     "learning rate or check the data, then run again to resume from it.")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        kind = "image" if is_image_step(cfg, step) else "clip"  # the same on every process
+        make = make_image_batch if kind == "image" else make_batch
+        denoise = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = make(cfg, step, recognizer, device, shard=accelerator.process_index + world * micro,
+                         num_shards=num_shards)
+            with accelerator.accumulate(ddp_model):
+                loss, terms = compute_loss(ddp_model, noise_scheduler, batch, cfg, recognizer)
+                # Every process sees every process's loss, so all of them stop together on a NaN.
+                seen = accelerator.reduce(torch.stack([loss.detach(), torch.tensor(terms["denoise"], device=device)]),
+                                          "mean")
+                if not torch.isfinite(seen[0]):
+                    bar.close()
+                    raise FloatingPointError(
+                        f"loss is {seen[0].item()} at step {step}: training stopped. The last good checkpoint "
+                        f"({ckpt_path}, step {state_step(ckpt_path)}) is kept; lower the learning rate or check "
+                        "the data, then run again to resume from it.")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(ddp_model.parameters(), 1.0)
+                opt.step()  # Accelerate skips it until the last micro-batch
+                opt.zero_grad(set_to_none=True)
+            denoise += seen[1].item() / cfg.grad_accum
         sched.step()
         step += 1
-        losses.append((step, terms["denoise"]))
+        losses.append((step, denoise))
         busy[kind] += time.perf_counter() - t_step
         counts[kind] += 1
-        if cfg.monitor_every and step % cfg.monitor_every == 0:
+        if cfg.monitor_every and step % cfg.monitor_every == 0 and main_process:
             check_in(step)
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{sum(v for _, v in losses[-cfg.log_every:]) / cfg.log_every:.4f}")
@@ -656,10 +726,6 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
     bar.close()
     seconds = time.perf_counter() - start
     model.eval()
-    model.save_pretrained(out / "model")
-    plot_losses(losses, out / "loss.png")
-    if cfg.monitor_every and (not records or records[-1]["step"] != step):
-        check_in(step)
     first = sum(v for _, v in losses[:20]) / max(1, len(losses[:20]))
     last = sum(v for _, v in losses[-20:]) / max(1, len(losses[-20:]))
     summary = {"steps": step, "seconds_this_session": seconds,
@@ -667,16 +733,53 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                "images_per_second": counts["image"] * cfg.image_batch_size / busy["image"] if busy["image"] else None,
                "image_steps": counts["image"], "clip_steps": counts["clip"],
                "monitor": records[-1] if records else None,
-               "loss_first_20": first, "loss_last_20": last, "device": str(device),
+               "loss_first_20": first, "loss_last_20": last, "device": str(device), "processes": world,
                "threads": torch.get_num_threads(), "config": asdict(cfg), "schedule_changes": schedule_changes}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    sessions_path = out / "wall_time.json"  # one entry per invocation of train()
-    sessions = json.loads(sessions_path.read_text()) if sessions_path.exists() else []
-    sessions.append({"end_step": step, "seconds": seconds, "image_steps": counts["image"],
-                     "clip_steps": counts["clip"], "threads": torch.get_num_threads(), "device": str(device),
-                     "cpu": _cpu_name()})
-    _write_json_atomic(sessions, sessions_path)
+    if main_process:
+        model.save_pretrained(out / "model")
+        plot_losses(losses, out / "loss.png")
+        if cfg.monitor_every and (not records or records[-1]["step"] != step):
+            check_in(step)
+            summary["monitor"] = records[-1]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        sessions_path = out / "wall_time.json"  # one entry per invocation of train()
+        sessions = json.loads(sessions_path.read_text()) if sessions_path.exists() else []
+        sessions.append({"end_step": step, "seconds": seconds, "image_steps": counts["image"],
+                         "clip_steps": counts["clip"], "processes": world, "threads": torch.get_num_threads(),
+                         "device": str(device), "cpu": _cpu_name()})
+        _write_json_atomic(sessions, sessions_path)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return {"model": model, "losses": losses, **summary}
+
+
+def compare_processes(preset: str, out, processes=(1, 2), extra_args=()) -> str:
+    """Train ``preset`` on the CPU once per entry of ``processes`` under ``accelerate launch --num_processes N``
+    (the same global batch each time, a fresh folder ``out/processes-N``) and return a table of their speeds
+    from each run's ``summary.json``. On a CPU, processes share its cores: expect DDP's overhead, not a gain."""
+    import subprocess
+    import sys
+
+    rows = ["| processes | threads each | images/s | clips/s | wall s |", "|---|---|---|---|---|"]
+    for n in processes:
+        run_dir = Path(out) / f"processes-{n}"
+        # Several processes on one machine start through torchrun (--multi_gpu); without GPUs Accelerate then
+        # joins them with gloo on the CPU (`--cpu` would start several only through MPI).
+        command = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if n > 1 else ["--cpu"]),
+                   "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
+                   "--dynamo_backend", "no", "-m", "labkit.train", "--device", "cpu",
+                   "--preset", preset, "--out", str(run_dir), "--fresh", "--no-progress", *extra_args]
+        t0 = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}"
+                               f"{done.stderr[-2000:]}")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        fmt = lambda v: f"{v:.1f}" if v else "-"
+        rows.append(f"| {n} | {summary['threads']} | {fmt(summary['images_per_second'])} | "
+                    f"{fmt(summary['clips_per_second'])} | {wall:.0f} |")
+    return "\n".join(rows)
 
 
 def _cpu_name() -> str:
@@ -727,7 +830,7 @@ def export_run(run_dir, dest, command: str) -> Path:
 
 
 # What may change between an interrupted run and its resumption without making it a different run.
-_RESUMABLE_CHANGES = {"device", "num_threads", "log_every", "checkpoint_every", "fail_nan_at"}
+_RESUMABLE_CHANGES = {"device", "num_threads", "log_every", "checkpoint_every"}
 
 
 def _check_same_run(saved: dict, cfg: TrainConfig, path) -> None:
@@ -756,7 +859,8 @@ def main(argv=None):
                         "(default runs/<preset>)")
     parser.add_argument("--steps", type=int, help="override the preset's number of steps")
     parser.add_argument("--image-steps", type=int, help="override the preset's number of single-frame steps first")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch (all processes and micro-batches together)")
+    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (gradient accumulation)")
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device")
@@ -765,15 +869,18 @@ def main(argv=None):
     parser.add_argument("--change-schedule", action="store_true",
                         help="resume even though --steps or --image-steps differ from the checkpoint's (the LR "
                              "schedule and the phases change; recorded in the checkpoint and training.json)")
-    parser.add_argument("--fail-nan-at", type=int, help="simulate a NaN loss at this step (tests, demos)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--estimate", action="store_true", help="do not train: time one step of each kind at a "
                         "small batch and print how long the preset would take on this device")
+    parser.add_argument("--compare-processes", type=int, nargs="+", metavar="N", help="do not train here: run the "
+                        "preset on the CPU under `accelerate launch --num_processes N` for each N (same global batch, "
+                        "fresh folders under --out) and print their speeds side by side")
     parser.add_argument("--export", metavar="DIR", help="after training, write the model in fp16 with its "
                         "training.json to DIR (how data/identity_video_dit is made)")
     args = parser.parse_args(argv)
     for flag, value, low, high in (("--steps", args.steps, 1, 10**9), ("--batch-size", args.batch_size, 1, 4096),
                                    ("--checkpoint-every", args.checkpoint_every, 1, 10**9),
+                                   ("--grad-accum", args.grad_accum, 1, 1024),
                                    ("--threads", args.threads, 1, 1024), ("--seed", args.seed, 0, 2**40)):
         if value is not None and not low <= value <= high:
             parser.error(f"argument {flag}: must be in {low}..{high}, got {value}")
@@ -788,9 +895,8 @@ def main(argv=None):
         parser.error(f"argument --out: {args.out} is a file, not a run folder")
     cfg = PRESETS[args.preset]
     overrides = {"steps": args.steps, "image_steps": args.image_steps, "batch_size": args.batch_size,
-                 "checkpoint_every": args.checkpoint_every,
-                 "seed": args.seed, "device": args.device, "num_threads": args.threads,
-                 "fail_nan_at": args.fail_nan_at}
+                 "checkpoint_every": args.checkpoint_every, "grad_accum": args.grad_accum,
+                 "seed": args.seed, "device": args.device, "num_threads": args.threads}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if args.estimate:
         from labkit.common import get_device
@@ -800,13 +906,25 @@ def main(argv=None):
               f"per clip step, so {e['total_s'] / 3600:.1f} hours for its {e['image_steps']:,} + {e['clip_steps']:,} "
               "steps (one timed step of each kind at a small batch, scaled up). Not started.")
         return
+    out = args.out or f"runs/{args.preset}"
+    if args.compare_processes:
+        forwarded = []
+        for flag in ("steps", "image_steps", "batch_size", "seed", "grad_accum"):
+            if getattr(args, flag) is not None:
+                forwarded += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        print(compare_processes(args.preset, out, args.compare_processes, forwarded))
+        return
+    from accelerate import PartialState
+
     try:
-        out = args.out or f"runs/{args.preset}"
         result = train(cfg, out, resume=not args.fresh, progress=not args.no_progress,
                        change_schedule=args.change_schedule)
     except (FloatingPointError, ValueError) as err:
-        print(f"ERROR: {err}")
+        if PartialState().is_main_process:  # the state train() set up (one process or a launched group)
+            print(f"ERROR: {err}")
         raise SystemExit(2) from err
+    if not PartialState().is_main_process:
+        return
     speed = ", ".join(f"{result[k]:.1f} {k.split('_')[0]}/s" for k in ("images_per_second", "clips_per_second")
                       if result[k])
     print(f"done: {result['steps']} steps, loss {result['loss_first_20']:.4f} -> {result['loss_last_20']:.4f}, "

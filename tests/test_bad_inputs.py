@@ -517,13 +517,13 @@ def test_generate_bad_arguments(pipe):
 # ------------------------------------------------------------------------------------------ training CLI
 @pytest.fixture(scope="module")
 def real_checkpoint(tmp_path_factory):
-    """A real training checkpoint after one step of the test-mini preset."""
+    """A real training checkpoint after one step of the smoke preset."""
     from labkit.train import PRESETS, train
 
     out = tmp_path_factory.mktemp("run")
     threads = torch.get_num_threads()
     try:
-        train(replace(PRESETS["test-mini"], steps=1, checkpoint_every=1, device="cpu", num_threads=1), out,
+        train(replace(PRESETS["smoke"], steps=1, checkpoint_every=1, device="cpu", num_threads=1), out,
               progress=False)
     finally:
         torch.set_num_threads(threads)
@@ -578,7 +578,7 @@ def _train_main(argv):
 
 
 def test_training_cli_bad_arguments_and_corrupt_checkpoints(real_checkpoint, tmp_path):
-    base = ["--preset", "test-mini", "--device", "cpu", "--threads", "1", "--no-progress"]
+    base = ["--preset", "smoke", "--device", "cpu", "--threads", "1", "--no-progress"]
     bad = [
         (["--steps", "-1"], ("--steps",)), (["--steps", "ten"], ("--steps",)),
         (["--batch-size", "0"], ("--batch-size",)), (["--checkpoint-every", "0"], ("--checkpoint-every",)),

@@ -26,7 +26,7 @@ def test_speed_reports_training_and_sampling_figures_on_the_cpu():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        r = speed("cpu", steps=1, preset="test-mini")
+        r = speed("cpu", steps=1, preset="smoke")
     finally:
         torch.set_num_threads(threads)
     assert r["train_clips_per_s"] > 0 and r["device"] == "cpu" and "mfu_bf16" not in r

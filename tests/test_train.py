@@ -26,7 +26,7 @@ from labkit.train import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "labkit.train", "--preset", "test-mini", "--device", "cpu", "--threads", "1",
+CLI = [sys.executable, "-m", "labkit.train", "--preset", "smoke", "--device", "cpu", "--threads", "1",
        "--no-progress"]
 
 
@@ -53,7 +53,7 @@ def run_cli(out, *extra, **kw):
 
 
 def test_batches_depend_only_on_seed_and_step():
-    cfg = replace(PRESETS["test-mini"], device="cpu")
+    cfg = replace(PRESETS["smoke"], device="cpu")
     a, b, c = (make_batch(cfg, s, FAKE_RECOGNIZER, "cpu") for s in (3, 3, 4))
     assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["noise"], b["noise"])
     assert not torch.equal(a["frames"], c["frames"])
@@ -63,7 +63,7 @@ def test_batches_depend_only_on_seed_and_step():
 
 
 def test_image_first_steps_are_single_frames_with_no_context():
-    cfg = replace(PRESETS["test-mini"], device="cpu", image_steps=4, p_image_batch=0.5)
+    cfg = replace(PRESETS["smoke"], device="cpu", image_steps=4, p_image_batch=0.5)
     assert all(is_image_step(cfg, s) for s in range(4))
     later = [is_image_step(cfg, s) for s in range(4, 200)]
     assert 0.35 < sum(later) / len(later) < 0.65 and later == [is_image_step(cfg, s) for s in range(4, 200)]
@@ -78,7 +78,7 @@ def test_image_first_steps_are_single_frames_with_no_context():
 def test_monitor_measures_token_spread_and_swap_sensitivity():
     from labkit.faces import load_recognizer
 
-    cfg = PRESETS["test-mini"]
+    cfg = PRESETS["smoke"]
     torch.manual_seed(0)
     model = IdentityVideoDiT(sample_size=32, max_frames=cfg.num_frames, **cfg.model)
     with torch.no_grad():
@@ -97,7 +97,7 @@ def test_training_lowers_the_loss_on_held_out_batches(tmp_path):
 
     (Per-step losses are too noisy over so few steps: each batch draws its own timesteps.)
     """
-    cfg = replace(PRESETS["test-mini"], steps=60, batch_size=4, lr=3e-3, device="cpu", checkpoint_every=60,
+    cfg = replace(PRESETS["smoke"], steps=60, batch_size=4, lr=3e-3, device="cpu", checkpoint_every=60,
                   num_threads=1)
     result = train(cfg, tmp_path, progress=False)
     assert (tmp_path / "loss.png").exists() and (tmp_path / "model" / "config.json").exists()
@@ -117,7 +117,7 @@ def test_training_lowers_the_loss_on_held_out_batches(tmp_path):
 def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     """An interrupted run, resumed, equals an uninterrupted run of the same seed, weight for weight."""
     # The uninterrupted run in this process, with the CLI's settings (one thread: the same float sums).
-    train(replace(PRESETS["test-mini"], steps=12, device="cpu", num_threads=1), tmp_path / "straight",
+    train(replace(PRESETS["smoke"], steps=12, device="cpu", num_threads=1), tmp_path / "straight",
           progress=False)
 
     out = tmp_path / "killed"
@@ -142,12 +142,34 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+# The command line with its batches corrupted at one step (NaN frames, as a broken renderer would give), on
+# one process (rank 0) only: every process must stop there all the same.
+NAN_SCRIPT = """
+import os, sys
+import labkit.train as t
+
+def corrupt(make):
+    def wrapped(cfg, step, *args, **kw):
+        batch = make(cfg, step, *args, **kw)
+        if step == {step} and int(os.environ.get("RANK", "0")) == 0:
+            batch["frames"] = batch["frames"] * float("nan")
+        return batch
+    return wrapped
+
+t.make_batch, t.make_image_batch = corrupt(t.make_batch), corrupt(t.make_image_batch)
+t.main(sys.argv[1:])
+"""
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    result = run_cli(tmp_path, "--steps", "12", "--fail-nan-at", "7")
-    assert result.returncode == 2
+    script = tmp_path / "nan_at_7.py"
+    script.write_text(NAN_SCRIPT.format(step=7))
+    result = subprocess.run([sys.executable, str(script), *CLI[3:], "--out", str(tmp_path / "run"), "--steps", "12"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
     assert "loss is nan at step 7" in result.stdout
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 6
-    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 6
+    assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
 
 
 def test_corrupt_training_checkpoint_is_a_clear_error(tmp_path):
@@ -158,7 +180,7 @@ def test_corrupt_training_checkpoint_is_a_clear_error(tmp_path):
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     """A checkpoint of one run is never silently continued with another model, seed or schedule."""
-    cfg = replace(PRESETS["test-mini"], steps=2, checkpoint_every=2, device="cpu", num_threads=1)
+    cfg = replace(PRESETS["smoke"], steps=2, checkpoint_every=2, device="cpu", num_threads=1)
     train(cfg, tmp_path, progress=False)
     with pytest.raises(ValueError, match="different run.*seed.*steps"):
         train(replace(cfg, steps=4, seed=5), tmp_path, progress=False)
@@ -198,7 +220,7 @@ def test_a_checkpoint_that_needs_code_to_load_is_refused_and_nothing_runs(tmp_pa
 
     from labkit.train import main
 
-    cfg = replace(PRESETS["test-mini"], device="cpu", num_threads=1)
+    cfg = replace(PRESETS["smoke"], device="cpu", num_threads=1)
     out, marker = tmp_path / "run", tmp_path / "pwned"
     out.mkdir()
     ckpt = out / "checkpoint.pt"
@@ -210,7 +232,7 @@ def test_a_checkpoint_that_needs_code_to_load_is_refused_and_nothing_runs(tmp_pa
     with pytest.raises(ValueError, match="arbitrary code"):
         train(cfg, out, progress=False)
     with pytest.raises(SystemExit) as exit_:
-        main(["--preset", "test-mini", "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(out)])
+        main(["--preset", "smoke", "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(out)])
     assert exit_.value.code == 2 and "arbitrary code" in capsys.readouterr().out
     assert not marker.exists(), "loading the checkpoint ran code from it"
     # The payload is live: an unrestricted load would have run it.
@@ -224,7 +246,7 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
 
     from labkit.train import _save_atomic
 
-    cfg = replace(PRESETS["test-mini"], steps=2, checkpoint_every=2, device="cpu", num_threads=1)
+    cfg = replace(PRESETS["smoke"], steps=2, checkpoint_every=2, device="cpu", num_threads=1)
     train(cfg, tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     plain = (dict, list, tuple, int, float, str, bool, type(None), torch.Tensor)
