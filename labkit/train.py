@@ -768,6 +768,8 @@ def compare_processes(preset: str, out, processes=(1, 2), extra_args=()) -> str:
         command = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if n > 1 else ["--cpu"]),
                    "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
                    "--dynamo_backend", "no", "-m", "labkit.train", "--device", "cpu",
+                   # the cores shared out among the processes, unless extra_args name --threads
+                   *([] if "--threads" in extra_args else ["--threads", str(max(1, (os.cpu_count() or 1) // n))]),
                    "--preset", preset, "--out", str(run_dir), "--fresh", "--no-progress", *extra_args]
         t0 = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
@@ -909,7 +911,7 @@ def main(argv=None):
     out = args.out or f"runs/{args.preset}"
     if args.compare_processes:
         forwarded = []
-        for flag in ("steps", "image_steps", "batch_size", "seed", "grad_accum"):
+        for flag in ("steps", "image_steps", "batch_size", "seed", "grad_accum", "threads"):
             if getattr(args, flag) is not None:
                 forwarded += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         print(compare_processes(args.preset, out, args.compare_processes, forwarded))

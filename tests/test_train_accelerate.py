@@ -118,3 +118,13 @@ def test_two_micro_batches_in_one_process_equal_two_processes(tmp_path):
                      "--batch-size", "4"])  # the whole batch in one shard is another draw: the test can fail
     assert one_batch.returncode == 0
     assert max((a[k] - weights(tmp_path / "whole")[k]).abs().max().item() for k in a) > 1e-4
+
+
+def test_compare_processes_prints_one_row_per_process_count(tmp_path):
+    from labkit.train import compare_processes
+
+    table = compare_processes("smoke", tmp_path, (1, 2), ["--steps", "4"]).splitlines()
+    assert table[0].startswith("| processes | threads each | images/s | clips/s |")
+    rows = [r.split("|")[1:-1] for r in table[2:]]
+    assert [int(r[0]) for r in rows] == [1, 2] and all(float(r[2]) > 0 for r in rows)
+    assert '"processes": 2' in (tmp_path / "processes-2" / "summary.json").read_text()
