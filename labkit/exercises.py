@@ -1,475 +1,378 @@
-"""Exercise checkers: the learner writes a function, ``check(name, fn)`` compares it with labkit's own.
+"""Exercises: the learner writes a function, ``check(name, fn)`` tests it against labkit's own.
 
-Every notebook has exercises. A checker runs the learner's function on several inputs, edge cases
-included, and compares each answer with labkit's reference implementation. It prints one PASS/FAIL line
-per case and a hint on failure, and returns True when every case passes::
+In a notebook an exercise is a stub that raises ``NotImplementedError`` and a check that says what to use next::
 
-    from labkit.exercises import check
-    check("cosine_similarity_matrix", my_cosine_similarity_matrix)
+    def my_cosine_similarity_matrix(a, b):
+        raise NotImplementedError("exercise cosine_similarity_matrix")
 
-Layout of this file: the mechanism first, then one section per notebook, in notebook order. To add
-checkers for a notebook, append a clearly headed section at the end and decorate each checker with
-``@register(name, notebook, hint)``. A checker is a function ``checker(fn) -> list[Case]``: it calls
-``fn`` itself (through :func:`run_case`) so that exceptions in the learner's code become FAIL lines.
+    my_cosine_similarity_matrix = check("cosine_similarity_matrix", my_cosine_similarity_matrix).function
+
+``check`` runs the learner's function on several cases, edge cases on both sides of every boundary included,
+and prints one PASS/FAIL line per case. Besides the values it checks the result's shape and dtype, that the
+inputs are unchanged after the call, and, where the exercise is a loss or a layer that trains, the gradients;
+where the exercise asks for one call of an encoder, the calls. An unsolved stub is "not attempted yet".
+``.function`` is the learner's function once every case passes, and labkit's own until then, so the notebook
+runs top to bottom either way. After a failed check ``hint(name)`` gives graded hints (first what the failing
+cases mean, then more specific ones, never the code); ``solution(name)`` prints a worked solution.
+
+The checkers live in ``labkit.exercise_checks_*`` (one section per notebook); the worked solutions in
+``labkit.solutions``; the command line (``python -m labkit.exercises``) in ``labkit.exercise_cli``.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+#: Modules whose ``@register`` decorators define the exercises; imported on first use.
+CHECK_MODULES = ("labkit.exercise_checks_arrays", "labkit.exercise_checks_models")
 
-# ================================================================================================ mechanism
+
+# ================================================================================================ registry
 @dataclass
 class Case:
-    """One checked case: a short description, whether it passed, and what was wrong if not."""
+    """One checked case: a short description, whether it passed, what was wrong, and what that suggests."""
 
     description: str
     passed: bool
     detail: str = ""
+    diagnosis: str = ""
 
 
 @dataclass
 class Exercise:
-    """A registered exercise: its checker, the notebook it belongs to, and the hint shown on failure."""
+    """A registered exercise: its checker, notebook, labkit's own implementation and its graded hints."""
 
     name: str
     notebook: str
-    hint: str
+    hints: tuple
     checker: Callable
+    reference: Callable
+
+
+@dataclass
+class CheckResult:
+    """What ``check`` found. ``passed``: True, False, or None (not attempted). Truthy only when it passed.
+
+    ``function`` is the learner's function when it passed and labkit's own otherwise. In a notebook the
+    result displays nothing (no stray ``True`` under the cell).
+    """
+
+    name: str
+    passed: bool | None
+    cases: list = field(default_factory=list)
+    function: Callable | None = None
+
+    def __bool__(self):
+        return self.passed is True
+
+    def __repr__(self):
+        status = {True: "passed", False: "failed", None: "not attempted"}[self.passed]
+        return f"<check {self.name}: {status}, {sum(c.passed for c in self.cases)}/{len(self.cases)} cases>"
+
+    def _ipython_display_(self):
+        pass
+
+
+class NotAttempted(Exception):
+    """Raised inside a checker when the learner's function is still the stub (raises NotImplementedError)."""
 
 
 _REGISTRY: dict[str, Exercise] = {}
+_STATE: dict[str, dict] = {}  # per exercise: the last check's failing cases and the hint level reached
+_LOADED = False
 
 
-def register(name: str, notebook: str, hint: str):
-    """Decorator: register ``checker(fn) -> list[Case]`` as the checker of exercise ``name``."""
+def register(name: str, notebook: str, hints, reference: Callable):
+    """Decorator: register ``checker(fn) -> list[Case]`` as the checker of exercise ``name``.
+
+    ``hints``: graded hints, general to specific, none of them code. ``reference``: labkit's own
+    implementation with the learner's signature (what the notebook uses until the exercise passes).
+    """
+    hints = (hints,) if isinstance(hints, str) else tuple(hints)
 
     def deco(checker):
         if name in _REGISTRY:
             raise ValueError(f"exercise {name!r} is already registered (notebook {_REGISTRY[name].notebook})")
-        _REGISTRY[name] = Exercise(name, notebook, hint, checker)
+        _REGISTRY[name] = Exercise(name, notebook, hints, checker, reference)
         return checker
 
     return deco
 
 
+def _load():
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for module in CHECK_MODULES:
+            importlib.import_module(module)
+
+
+def _exercise(name: str) -> Exercise:
+    _load()
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        raise KeyError(f"no exercise named {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f"; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def list_exercises(notebook: str | None = None) -> list[str]:
-    """Names of the registered exercises (only those of ``notebook``, e.g. "02", if given)."""
-    return [n for n, e in _REGISTRY.items() if notebook is None or e.notebook.startswith(notebook)]
+    """Names of the registered exercises in notebook order (only those of ``notebook``, e.g. "02", if given)."""
+    _load()
+    names = [n for n, e in _REGISTRY.items() if notebook is None or e.notebook.startswith(str(notebook))]
+    return sorted(names, key=lambda n: _REGISTRY[n].notebook)
 
 
-def compare(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> str:
-    """'' when ``got`` matches ``expected`` (tensors: shape, then values), else what differs."""
+def reference(name: str) -> Callable:
+    """Labkit's own implementation of exercise ``name``, with the learner's signature."""
+    return _exercise(name).reference
+
+
+# ================================================================================================ comparing
+def _short(e: BaseException) -> str:
+    return traceback.format_exception_only(type(e), e)[-1].strip()
+
+
+def compare(got, expected, atol: float = 1e-5, rtol: float = 1e-4, dtype: bool = True) -> str:
+    """'' when ``got`` matches ``expected`` (a tensor of the same shape, dtype and values), else what differs."""
     if not torch.is_tensor(got):
-        try:
-            got = torch.as_tensor(got)
-        except Exception:  # noqa: BLE001 - anything that is not array-like is simply wrong
-            return f"expected a tensor, got {type(got).__name__}"
+        kind = type(got).__module__.split(".")[0] + "." + type(got).__name__ if got is not None else "None"
+        return f"returned {kind}, expected a torch tensor"
     expected = torch.as_tensor(expected)
     if tuple(got.shape) != tuple(expected.shape):
         return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    if dtype and got.dtype != expected.dtype:
+        return f"dtype {got.dtype}, expected {expected.dtype}"
+    if expected.dtype == torch.bool or got.dtype == torch.bool:
+        wrong = (got.detach().cpu().bool() != expected.detach().cpu().bool()).sum().item()
+        return f"{wrong} of {expected.numel()} entries differ from labkit's" if wrong else ""
     got, expected = got.detach().double().cpu(), expected.detach().double().cpu()
     if not torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True):
-        err = (got - expected).abs().max().item()
+        nan = got.isnan() & ~expected.isnan()
+        if nan.any():
+            return f"{int(nan.sum())} value(s) are nan where labkit's are numbers"
+        err = (got - expected).abs().nan_to_num(float("inf")).max().item()
         return f"values differ from labkit's by up to {err:.3g} (tolerance {atol:g})"
     return ""
 
 
-def run_case(description: str, fn: Callable, args: tuple, expected, **tol) -> Case:
-    """Call the learner's ``fn(*args)`` and compare its answer with ``expected``."""
+def _snapshot(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(o) for o in obj) if isinstance(obj, tuple) else [_snapshot(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    return obj
+
+
+def _changed(before, after) -> bool:
+    if torch.is_tensor(before):
+        return (not torch.is_tensor(after) or before.shape != after.shape or before.dtype != after.dtype
+                or not torch.equal(torch.nan_to_num(before), torch.nan_to_num(after.detach())))
+    if isinstance(before, (list, tuple)):
+        return (not isinstance(after, (list, tuple)) or len(before) != len(after)
+                or any(_changed(b, a) for b, a in zip(before, after)))
+    if isinstance(before, dict):
+        return not isinstance(after, dict) or any(_changed(v, after.get(k)) for k, v in before.items())
+    return False
+
+
+def _call(fn, args, kwargs, names):
+    """Call the learner's function; returns (result, problem). NotImplementedError means "not attempted"."""
+    snapshot = _snapshot((args, kwargs))
     try:
-        got = fn(*args)
+        got = fn(*args, **kwargs)
+    except NotImplementedError as e:
+        raise NotAttempted(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the learner's error is reported, not raised
-        line = traceback.format_exception_only(type(e), e)[-1].strip()
-        return Case(description, False, f"raised {line}")
-    detail = compare(got, expected, **tol)
-    return Case(description, not detail, detail)
+        return None, f"raised {_short(e)}"
+    for i, (before, after) in enumerate(zip(snapshot[0], args)):
+        if _changed(before, after):
+            name = names[i] if names and i < len(names) else f"argument {i + 1}"
+            return got, f"changed its input {name} in place"
+    for k, before in snapshot[1].items():
+        if _changed(before, kwargs[k]):
+            return got, f"changed its input {k} in place"
+    return got, ""
 
 
-def check(name: str, fn: Callable, verbose: bool = True) -> bool:
-    """Run exercise ``name``'s checker on the learner's ``fn``; print each case PASS/FAIL; True if all pass."""
-    if name not in _REGISTRY:
-        raise KeyError(f"no exercise named {name!r}; known: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    ex = _REGISTRY[name]
-    with torch.no_grad():
-        cases = ex.checker(fn)
+IN_PLACE = "the function modifies one of its inputs: work on new tensors, the caller still needs its own."
+
+
+def run_case(description: str, fn: Callable, args: tuple, expected, kwargs: dict | None = None,
+             diagnosis: str = "", names=None, atol: float = 1e-5, rtol: float = 1e-4, dtype: bool = True) -> Case:
+    """Call the learner's ``fn(*args, **kwargs)``; compare with ``expected``; the inputs must be unchanged."""
+    got, problem = _call(fn, args, kwargs or {}, names)
+    if problem:
+        return Case(description, False, problem, IN_PLACE if "in place" in problem else diagnosis)
+    detail = compare(got, expected, atol=atol, rtol=rtol, dtype=dtype)
+    if got is None:
+        diagnosis = "the function gives back nothing: is its result returned?"
+    elif detail.startswith("returned"):
+        diagnosis = "the result must be a torch tensor (not a number, list or array), like labkit's."
+    elif detail.startswith("dtype"):
+        diagnosis = (f"the result must have labkit's dtype, {detail.rpartition(' ')[2]}: what comes after this "
+                     f"exercise (and labkit's own code) expects it. " + diagnosis).strip()
+    return Case(description, not detail, detail, diagnosis)
+
+
+def grad_case(description: str, fn: Callable, ref: Callable, args: tuple, wrt: dict, modules=(),
+              diagnosis: str = "", atol: float = 1e-4, rtol: float = 1e-3) -> Case:
+    """Gradients of the learner's result against labkit's, w.r.t. ``wrt`` ({arg index: name}) and ``modules``.
+
+    Both results are contracted with the same fixed random weights and back-propagated; the gradients of the
+    inputs in ``wrt`` and of every parameter of ``modules`` (a {name: nn.Module} dict) must match.
+    """
+    def grads(f):
+        a = [x.detach().clone().requires_grad_(True) if i in wrt else x for i, x in enumerate(args)]
+        for m in modules.values() if isinstance(modules, dict) else ():
+            m.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            out = f(*a)
+            if not torch.is_tensor(out):
+                return None, "did not return a tensor"
+            if not out.requires_grad:
+                return None, f"no gradient reaches {' or '.join(wrt.values())}: the result carries none at all"
+            g = torch.Generator().manual_seed(0)
+            (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum().backward()
+        found = {wrt[i]: a[i].grad for i in wrt}
+        for mname, m in (modules.items() if isinstance(modules, dict) else ()):
+            found.update({f"{mname}.{p}": q.grad for p, q in m.named_parameters()})
+        return found, ""
+
+    expected, _ = grads(ref)
+    try:
+        got, problem = grads(fn)
+    except NotImplementedError as e:
+        raise NotAttempted(str(e)) from None
+    except Exception as e:  # noqa: BLE001
+        return Case(description, False, f"raised {_short(e)} during backward", diagnosis)
+    if problem:
+        return Case(description, False, problem, diagnosis)
+    for name, want in expected.items():
+        have = got.get(name)
+        if want is not None and (have is None or not have.abs().sum() > 0) and want.abs().sum() > 0:
+            return Case(description, False, f"no gradient reaches {name}", diagnosis)
+        if want is not None and have is not None and not torch.allclose(have.double(), want.double(), atol=atol,
+                                                                         rtol=rtol):
+            err = (have - want).abs().max().item()
+            return Case(description, False, f"the gradient w.r.t. {name} differs from labkit's by up to {err:.3g}",
+                        diagnosis)
+    return Case(description, True)
+
+
+class CountCalls(torch.nn.Module):
+    """Wraps a module and counts its calls (for exercises that ask for one call of an encoder)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+
+# ================================================================================================ checking
+def check(name: str, fn: Callable, verbose: bool = True) -> CheckResult:
+    """Run exercise ``name``'s checker on the learner's ``fn``; print each case PASS/FAIL and a summary."""
+    ex = _exercise(name)
+    fn_name = getattr(fn, "__name__", "your function")
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            cases = ex.checker(fn)
+    except NotAttempted:
+        _STATE[name] = {"failures": [], "level": 0, "passed": None}
+        if verbose:
+            print(f"{name}: not attempted yet ({fn_name} raises NotImplementedError). The notebook goes on with "
+                  f"labkit's own implementation; write the function and run this cell again.")
+        return CheckResult(name, None, [], ex.reference)
     ok = all(c.passed for c in cases)
+    state = _STATE.setdefault(name, {"level": 0})
+    state.update(failures=[c for c in cases if not c.passed], passed=ok)
+    if not ok and state.get("level", 0) and state.get("last_failed") != [c.description for c in state["failures"]]:
+        state["level"] = 0  # other cases fail now: the hints start again from the diagnosis
+    state["last_failed"] = [c.description for c in state["failures"]]
     if verbose:
         for c in cases:
             print(f"  {'PASS' if c.passed else 'FAIL'}  {c.description}" + (f": {c.detail}" if c.detail else ""))
         passed = sum(c.passed for c in cases)
-        print(f"{name}: {passed}/{len(cases)} cases passed" + ("" if ok else f"\n  hint: {ex.hint}"))
-    return ok
+        if ok:
+            print(f"{name}: all {len(cases)} cases passed. What follows uses your {fn_name}.")
+        else:
+            print(f"{name}: {passed}/{len(cases)} cases passed. What follows uses labkit's own implementation "
+                  f"until yours passes.\n  hint({name!r}) explains the failing cases (ask again for more); "
+                  f"solution({name!r}) shows a worked solution.")
+    return CheckResult(name, ok, cases, fn if ok else ex.reference)
 
 
-def main(argv=None):
-    """``python -m labkit.exercises`` lists the exercises, by notebook."""
-    for name in list_exercises():
-        print(f"{_REGISTRY[name].notebook:>4}  {name}")
+class _Quiet(str):
+    """A str that a notebook does not show again as the cell's result (it was printed already)."""
+
+    def _ipython_display_(self):
+        pass
 
 
-# ================================================================================================ notebook 02
-# 02_synthetic_faces: masks. A box (x1, y1, x2, y2) becomes a mask of the pixels whose centres lie in it.
+def hint(name: str) -> str:
+    """The next graded hint for exercise ``name``; hints open after a failed ``check``. Prints and returns it."""
+    ex = _exercise(name)
+    state = _STATE.get(name)
+    if not state or state.get("passed") is None:
+        text = (f"No hint yet for {name}: hints open after a failed check. Write the function and run "
+                f"check({name!r}, ...) first.")
+    elif state["passed"]:
+        text = f"Your last check of {name} passed: no hint needed."
+    else:
+        level = state["level"] = state.get("level", 0) + 1
+        total = 1 + len(ex.hints)
+        if level == 1:
+            seen, lines = set(), []
+            for c in state["failures"]:
+                why = c.diagnosis or "compare your result on this case with what the exercise asks for."
+                if why not in seen:
+                    seen.add(why)
+                    lines.append(f"  - {c.description}: {why}")
+            text = f"Hint 1 of {total} for {name} (what the failing cases mean):\n" + "\n".join(lines[:4])
+        elif level <= total:
+            text = f"Hint {level} of {total} for {name}: {ex.hints[level - 2]}"
+        else:
+            state["level"] = total
+            text = f"No more hints for {name}. solution({name!r}) prints a worked solution."
+    print(text)
+    return _Quiet(text)
 
 
-@register("box_to_mask", "02", "pixel (row i, column j) has its centre at (j + 0.5, i + 0.5); it is inside when "
-          "x1 <= j + 0.5 < x2 and y1 <= i + 0.5 < y2. x runs along columns (width), y along rows (height); "
-          "return a float tensor of shape (height, width).")
-def _check_box_to_mask(fn):
-    from labkit.faces import box_to_mask
+def solution(name: str) -> str:
+    """Print (and return) the worked solution of exercise ``name``, from ``labkit.solutions``."""
+    _exercise(name)
+    from labkit import solutions
 
-    cases = [
-        ("a box inside a 8x10 image", ([2.0, 1.0, 6.0, 5.0], 8, 10)),
-        ("a tall, thin box (x and y are not interchangeable)", ([1.0, 0.0, 3.0, 7.0], 8, 6)),
-        ("fractional coordinates", ([1.4, 2.6, 4.5, 5.49], 7, 7)),
-        ("a box partly outside the image", ([-3.0, 4.0, 5.0, 20.0], 9, 8)),
-        ("an empty box (x2 == x1)", ([3.0, 3.0, 3.0, 6.0], 6, 6)),
-        ("the whole image", ([0.0, 0.0, 5.0, 4.0], 4, 5)),
-    ]
-    return [run_case(d, lambda *a: torch.as_tensor(fn(*a)).float(), a, box_to_mask(*a)) for d, a in cases]
-
-
-# ================================================================================================ notebook 03
-# 03_face_embeddings: comparing embeddings with cosine similarity.
-
-
-@register("cosine_similarity_matrix", "03", "normalise each ROW of a and of b to unit length (divide by its "
-          "norm along dim=1), then take a @ b.T; the result has shape (N, M). Guard against zero vectors "
-          "with a small eps (clamp the norm).")
-def _check_cosine_similarity_matrix(fn):
-    from labkit.faces import cosine_similarity_matrix
-
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(5, 8, generator=g), torch.randn(3, 8, generator=g)
-    scaled = torch.randn(4, 6, generator=g) * torch.tensor([[0.01], [1.0], [50.0], [3.0]])
-    zero = torch.cat([torch.zeros(1, 4), torch.randn(2, 4, generator=g)])
-    cases = [
-        ("a (5, 8) against b (3, 8)", (a, b)),
-        ("rows of very different lengths", (scaled, scaled)),
-        ("a single row against many", (a[:1], b)),
-        ("512-d embeddings, N != M", (torch.randn(7, 512, generator=g), torch.randn(2, 512, generator=g))),
-        ("a zero vector (should give 0, not nan)", (zero, zero)),
-    ]
-    return [run_case(d, fn, args, cosine_similarity_matrix(*args), atol=1e-4) for d, args in cases]
-
-
-
-# ================================================================================================ notebook 09
-# 09_multi_character: region routing. Each character's face region may attend only to its own tokens.
-
-
-@register("region_routing_mask", "09", "compare the masks with the threshold (>=) to get, for every patch n, "
-          "which characters cover it: a bool (B, F, C, N); move C last -> (B, F, N, C); then index that last "
-          "axis with token_character to get one column per identity token -> (B, F, N, L).")
-def _check_region_routing_mask(fn):
-    from labkit.identity import region_routing_mask
-
-    g = torch.Generator().manual_seed(0)
-    two = torch.rand(1, 2, 2, 16, generator=g)
-    owner2 = torch.tensor([0, 0, 0, 1, 1, 1])                     # 2 tokens + a separator per character
-    four = torch.rand(2, 3, 4, 9, generator=g)
-    owner4 = torch.arange(4).repeat_interleave(3)
-    edge = torch.tensor([[[[0.5, 0.49, 0.0, 1.0], [0.5, 0.0, 0.0, 0.7]]]])  # (1, 1, 2, 4)
-    cases = [
-        ("2 characters, soft masks, separators owned by their character", (two, owner2)),
-        ("4 characters, B=2, F=3", (four, owner4)),
-        ("a patch covered exactly at the threshold (>=), a patch in no face, two faces overlapping",
-         (edge, torch.tensor([0, 1]))),
-        ("tokens listed out of character order", (two, torch.tensor([1, 0, 1, 0]))),
-    ]
-    out = [run_case(d, lambda m, o: fn(m, o).float(), a, region_routing_mask(*a).float()) for d, a in cases]
-    out.append(run_case("threshold=0.3 passed explicitly", lambda m, o: fn(m, o, threshold=0.3).float(),
-                        (four, owner4), region_routing_mask(four, owner4, threshold=0.3).float()))
-    return out
-
-
-# ================================================================================================ notebook 10
-# 10_drift_lab: drift is read chunk by chunk.
-
-
-@register("chunk_means", "10", "bounds = chunk_starts + [F]; for each consecutive pair (a, b) with b > a take "
-          "scores[:, a:b].mean(dim=1); stack the means along dim=1 -> (B, number of non-empty chunks).")
-def _check_chunk_means(fn):
-    from labkit.widgets import chunk_means
-
-    g = torch.Generator().manual_seed(0)
-    scores = torch.randn(2, 19, generator=g)
-    cases = [
-        ("3 chunks of 7, 6 and 6 frames", (scores, [0, 7, 13])),
-        ("a single chunk", (scores, [0])),
-        ("an empty chunk (two equal starts) is left out", (scores, [0, 7, 7, 13])),
-        ("one video, chunks of one frame", (scores[:1, :4], [0, 1, 2, 3])),
-        ("chunk_starts given as a tuple", (scores, (0, 10))),
-    ]
-    return [run_case(d, fn, a, chunk_means(*a)) for d, a in cases]
-
-
-# ============================================================================================ command line
-# ``python -m labkit.exercises [solutions.py] [--notebook NN]``: the exercises by notebook, and the checks of
-# a learner's solutions file. It reads the registry of a normal import of this module, so every section
-# counts wherever in the file it was appended (and whatever ran before the ``__main__`` guard).
-
-
-def _notebook_titles() -> dict:
-    try:
-        from labkit.run_notebooks import notebook_paths
-
-        return {p.name[:2]: p.stem for p in notebook_paths()}
-    except Exception:  # noqa: BLE001 - titles are decoration only
-        return {}
-
-
-def _by_notebook(registry, notebook: str | None = None) -> list[str]:
-    """Exercise names grouped by notebook, in notebook order (sections are appended in any order)."""
-    names = registry.list_exercises(notebook)
-    return sorted(names, key=lambda name: registry._REGISTRY[name].notebook)
+    source = inspect.getsource(getattr(solutions, f"my_{name}"))
+    print(f"# A worked solution of {name} (labkit/solutions.py):\n{source}")
+    return _Quiet(source)
 
 
 def run_solutions(path, notebook: str | None = None) -> dict:
-    """Check every exercise that the file ``path`` defines a function for (named ``name`` or ``my_name``).
+    """Check the exercises a solutions file defines: see ``labkit.exercise_cli.run_solutions``."""
+    from labkit.exercise_cli import run_solutions as run
 
-    Returns {exercise name: True (all cases pass) / False (some fail) / None (not attempted)}.
-    """
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    registry = importlib.import_module("labkit.exercises")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no solutions file at {path}")
-    spec = importlib.util.spec_from_file_location("learner_solutions", path)
-    solutions = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(solutions)
-    results = {}
-    for name in _by_notebook(registry, notebook):
-        fn = getattr(solutions, name, None) or getattr(solutions, f"my_{name}", None)
-        if fn is None:
-            results[name] = None
-            continue
-        print(f"--- {registry._REGISTRY[name].notebook} {name}")
-        results[name] = registry.check(name, fn)
-    return results
+    return run(path, notebook)
 
 
-def main(argv=None):  # noqa: F811 - the full command line replaces the listing-only version above
-    """``python -m labkit.exercises`` lists every exercise by notebook; with a solutions file, checks it."""
-    import argparse
-    import importlib
+def main(argv=None):
+    from labkit.exercise_cli import main as cli
 
-    parser = argparse.ArgumentParser(
-        prog="python -m labkit.exercises",
-        description="List the course's exercises, or check a solutions file: a .py file that defines functions "
-                    "named after the exercises (or my_<name>, as in the notebooks).")
-    parser.add_argument("solutions", nargs="?", help="a .py file with your solutions")
-    parser.add_argument("--notebook", help="only this notebook's exercises, e.g. 09")
-    args = parser.parse_args(argv)
-    registry = importlib.import_module("labkit.exercises")
-    titles = _notebook_titles()
-    if args.solutions is None:
-        last = None
-        for name in _by_notebook(registry, args.notebook):
-            nb = registry._REGISTRY[name].notebook
-            if nb != last:
-                print(titles.get(nb[:2], nb))
-                last = nb
-            print(f"    {name}")
-        print("check your own solutions with:  python -m labkit.exercises my_solutions.py")
-        return 0
-    try:
-        results = registry.run_solutions(args.solutions, args.notebook)
-    except (FileNotFoundError, SyntaxError) as err:  # one clear line, not a traceback
-        import sys
-
-        why = (str(err) if isinstance(err, FileNotFoundError)
-               else f"{args.solutions} does not parse: {err.msg} (line {err.lineno})")
-        print(f"error: {why}", file=sys.stderr)
-        return 2
-    print("\nsummary")
-    for name, ok in results.items():
-        nb = registry._REGISTRY[name].notebook
-        status = "not attempted" if ok is None else ("PASS" if ok else "FAIL")
-        print(f"  {titles.get(nb[:2], nb):<28} {name:<28} {status}")
-    attempted = [ok for ok in results.values() if ok is not None]
-    print(f"{sum(attempted)}/{len(attempted)} attempted exercises pass; {len(results) - len(attempted)} not attempted")
-    return 0 if all(attempted) else 1
+    return cli(argv)
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# ======================================================================================= notebooks 04, 05, 07
-# 04_identity_encoder: the bank cross-attention of the Perceiver resampler (exercise "bank_attention").
-# 05_identity_attention: the temporal rearrange and the masked identity branch ("temporal_identity").
-# 07_identity_losses: the identity-preservation loss, vectorised ("identity_loss").
-# The checkers build small random modules under a forked RNG (the learner's random state is left alone) and
-# compare the learner's output with labkit's own on several shapes, edge cases included.
-
-
-def _bank_attention_cases():
-    from torch import nn
-
-    # (B, T bank tokens, S face tokens, D, heads): one bank token, one head, several face tokens, 8 heads
-    shapes = [(2, 4, 1, 16, 4), (1, 1, 1, 8, 1), (3, 6, 3, 32, 8), (2, 5, 2, 12, 3)]
-    with torch.random.fork_rng():
-        for b, t, s, d, h in shapes:
-            torch.manual_seed(10 * b + t)
-            maps = tuple(nn.Linear(d, d, bias=False) for _ in range(4))
-            # a face token larger than the bank, as after the projection: the logits are far from uniform
-            latents, context = torch.randn(b, t, d), 3 * torch.randn(b, s, d)
-            yield f"B={b}, T={t} bank tokens, S={s} face token(s), D={d}, {h} head(s)", (latents, context, *maps, h)
-
-
-@register("bank_attention", "04", "queries come from the latents (the bank) only; keys and values from "
-          "torch.cat([context, latents], dim=1). Split heads with 'b l (h c) -> b h l c', scale the logits by "
-          "1/sqrt(c), softmax over the keys (last axis), merge the heads back with 'b h l c -> b l (h c)', then "
-          "apply to_out.")
-def _check_bank_attention(fn):
-    from labkit.identity import bank_cross_attention
-
-    return [run_case(d, fn, args, bank_cross_attention(*args)) for d, args in _bank_attention_cases()]
-
-
-def _temporal_identity_cases():
-    from labkit.attention import IdentityAwareAttention, check_strength
-
-    # (B, F, N, D, identity_strength): N != F everywhere, so a reshape that mixes frames and patches shows
-    shapes = [(2, 3, 4, 16, 1.0), (1, 1, 9, 8, 0.5), (2, 5, 6, 16, [0.0, 0.8]), (3, 4, 4, 8, [1.0, 0.3, 2.0])]
-    with torch.random.fork_rng():
-        for b, f, n, d, strength in shapes:
-            torch.manual_seed(7 * b + f)
-            block = IdentityAwareAttention(d, num_heads=2)
-            tokens = torch.randn(b, 3, d)
-
-            def temporal(h, block=block):
-                return block.temporal_attn(block.norm_temporal(h))
-
-            def identity(x, block=block, tokens=tokens):
-                return block.identity_attn(block.norm_identity(x).flatten(1, 2), tokens)[0].reshape(x.shape)
-
-            x = torch.randn(b, f, n, d)
-            masks = (torch.rand(b, f, n) > 0.5).float() * torch.rand(b, f, n)  # soft, with exact zeros
-            s = check_strength(torch.tensor(strength) if isinstance(strength, list) else strength, b, "cpu")
-            yield (f"B={b}, F={f} frame(s), N={n} tokens, D={d}, soft masks with zeros, identity_strength "
-                   f"{strength}", (x, temporal, identity, masks, s))
-
-
-@register("temporal_identity", "05", "rearrange(x, 'b f n d -> (b n) f d') (a reshape mixes frames and patches), "
-          "add temporal_attention(h) as a residual, go back with rearrange(h, '(b n) f d -> b f n d', b=b), then "
-          "x + identity_strength * token_masks[..., None] * identity_attention(x): gate the OUTPUT of the "
-          "identity branch, not its queries, and leave the residual x unscaled.")
-def _check_temporal_identity(fn):
-    from labkit.attention import temporal_and_masked_identity
-
-    return [run_case(d, fn, args, temporal_and_masked_identity(*args)) for d, args in _temporal_identity_cases()]
-
-
-class _TinyRecognizer(torch.nn.Module):
-    """A fixed random stand-in for f in the loss checker: (N, 3, H, W) -> unit-norm (N, 512)."""
-
-    def __init__(self):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.conv = torch.nn.Conv2d(3, 32, 4, stride=4)
-            self.proj = torch.nn.Linear(32 * 4 * 4, 512)
-        self.requires_grad_(False)
-
-    def forward(self, images):
-        h = torch.nn.functional.adaptive_avg_pool2d(torch.tanh(self.conv(images)), 4).flatten(1)
-        return torch.nn.functional.normalize(self.proj(h), dim=-1)
-
-
-@register("identity_loss", "07", "call face_encoder ONCE on all frames and references; compare every frame with "
-          "the MEAN of the reference embeddings (average the references first); the temporal term compares "
-          "frames t and t+1 only; sum the squares over the 512 dimensions (F.mse_loss would divide by 512) and "
-          "average over frames and videos; return reference + temporal_weight * temporal.")
-def _check_identity_loss(fn):
-    from labkit.losses import identity_preservation_loss
-
-    encoder, cases = _TinyRecognizer(), []
-    # (B, F, R, temporal_weight): two frames (one step), one reference, weight 0, several videos
-    for b, f, r, weight in [(2, 5, 3, 0.5), (1, 2, 2, 0.5), (3, 4, 1, 1.5), (1, 6, 4, 0.0), (2, 7, 3, 2.0)]:
-        g = torch.Generator().manual_seed(10 * b + f)
-        video = torch.rand(b, f, 3, 16, 16, generator=g) * 2 - 1
-        refs = torch.rand(b, r, 3, 16, 16, generator=g) * 2 - 1
-        expected = identity_preservation_loss(video, refs, encoder, temporal_weight=weight)
-        cases.append(run_case(f"B={b} video(s), F={f} frames, R={r} reference(s), temporal_weight={weight}", fn,
-                              (video, refs, encoder, weight), expected))
-    return cases
-
-
-# =================================================================================== notebooks 01, 06, 08
-# 01_drift: one reverse-diffusion step with a diffusers scheduler ("denoise_step").
-# 06_reference_conditioning: averaging several references into one unit-norm identity ("mean_reference_embedding").
-# 08_training: the v-prediction target that IdentityVideoDiT regresses ("v_target").
-
-
-def _stand_in_model(x, t, scale=1.0):
-    """A fixed "network" for the denoise_step checker: returns a diffusers-style output object."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(sample=scale * torch.tanh(x) * (1 + float(t) / 1000))
-
-
-@register("denoise_step", "01", "call model(x_t, t, **model_kwargs); take .sample when the output has it; then "
-          "scheduler.step(prediction, t, x_t, generator=generator).prev_sample. Pass the generator (a DDPM "
-          "step draws noise with it) and return prev_sample, not pred_original_sample.")
-def _check_denoise_step(fn):
-    from labkit.pipeline import denoise_step, make_scheduler
-
-    cases = []
-    for kind, index, seed, kwargs in [("ddim", 0, 1, None), ("ddim", -1, 2, {"scale": 0.5}), ("ddpm", 0, 3, None),
-                                      ("ddpm", 5, 4, {"scale": 2.0}), ("ddpm", -1, 5, None)]:
-        x = torch.randn(2, 3, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
-        expected_sched, learner_sched = make_scheduler(kind), make_scheduler(kind)
-        for s in (expected_sched, learner_sched):
-            s.set_timesteps(10)
-        t = expected_sched.timesteps[index]
-        expected = denoise_step(x, _stand_in_model, t, expected_sched, generator=torch.Generator().manual_seed(seed),
-                                model_kwargs=kwargs)
-        cases.append(run_case(f"{kind.upper()} step at t={int(t)}" + (f", model_kwargs {kwargs}" if kwargs else ""),
-                              fn, (x, _stand_in_model, t, learner_sched, torch.Generator().manual_seed(seed), kwargs),
-                              expected))
-    return cases
-
-
-@register("mean_reference_embedding", "06", "average over the reference axis (dim=-2, the R axis), THEN divide "
-          "by the norm of the mean along the last axis; (R, D) -> (D,), (B, R, D) -> (B, D). Normalising before "
-          "averaging, or not re-normalising, gives vectors shorter than 1.")
-def _check_mean_reference_embedding(fn):
-    from labkit.metrics import reference_embedding
-
-    cases = []
-    for shape, seed in [((3, 512), 0), ((1, 512), 1), ((4, 5, 512), 2), ((2, 1, 16), 3), ((3, 2, 8), 4)]:
-        e = torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
-        e = e + 0.3  # references of one face agree: their mean is far from zero but shorter than 1
-        e = torch.nn.functional.normalize(e, dim=-1)
-        expected = reference_embedding(e if e.ndim == 3 else e[None])
-        expected = expected if e.ndim == 3 else expected[0]
-        cases.append(run_case(f"embeddings {tuple(shape)} (unit-norm)", fn, (e.clone(),), expected))
-    return cases
-
-
-@register("v_target", "08", "v = sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * x0 with alpha_bar_t = "
-          "alphas_cumprod[t], one value per sample, reshaped to (B, 1, 1, ...) so it broadcasts over every other "
-          "axis. It equals diffusers' DDPMScheduler.get_velocity(x0, noise, t).")
-def _check_v_target(fn):
-    from labkit.pipeline import make_scheduler
-
-    scheduler = make_scheduler("ddpm")
-    ab = scheduler.alphas_cumprod
-    cases = []
-    for shape, steps in [((2, 8, 3, 4, 4), [10, 900]), ((1, 3, 4, 4), [0]), ((3, 2, 3, 2, 2), [999, 500, 1]),
-                         ((4, 5), [250, 250, 700, 3])]:
-        g = torch.Generator().manual_seed(len(shape) + steps[0])
-        x0, noise = torch.rand(*shape, generator=g) * 2 - 1, torch.randn(*shape, generator=g)
-        t = torch.tensor(steps)
-        expected = scheduler.get_velocity(x0, noise, t)
-        cases.append(run_case(f"x0 {tuple(shape)}, t={steps}", fn, (x0, noise, ab.clone(), t), expected))
-    return cases

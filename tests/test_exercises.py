@@ -1,199 +1,163 @@
-"""Exercise checkers: each accepts labkit's own answer and rejects plausible wrong ones; check() reports."""
+"""The exercise mechanism: stubs are "not attempted", check() reports, hints are graded, solutions on request.
+
+The checkers' power (labkit's own answer passes, plausible wrong ones fail) is tested in
+tests/test_exercises_wrong_*.py; the command line in tests/test_exercises_cli.py; the notebooks' learner and
+solved copies in tests/test_exercises_notebooks.py.
+"""
+
+import re
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from labkit import exercises
-from labkit.exercises import check, list_exercises
+from labkit import exercises, solutions
+from labkit.exercises import CheckResult, check, hint, list_exercises, reference, solution
 
-
-# ------------------------------------------------------------------------------------------- box_to_mask (02)
-def box_mask_reference(box, height, width):
-    from labkit.faces import box_to_mask
-
-    return box_to_mask(box, height, width)
+ALL = list_exercises()
 
 
-def box_mask_with_centres(box, height, width):
-    """A learner's correct version: pixel centres at j + 0.5, i + 0.5, half-open box."""
-    x1, y1, x2, y2 = [float(v) for v in box]
-    xs = torch.arange(width) + 0.5
-    ys = torch.arange(height) + 0.5
-    return (((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]).float()
+def _stub(*args, **kwargs):
+    raise NotImplementedError("exercise: write this function")
 
 
-def box_mask_xy_swapped(box, height, width):
-    """x compared with rows and y with columns."""
-    x1, y1, x2, y2 = [float(v) for v in box]
-    rows = torch.arange(height) + 0.5
-    cols = torch.arange(width) + 0.5
-    return (((rows >= x1) & (rows < x2))[:, None] & ((cols >= y1) & (cols < y2))[None, :]).float()
+def _wrong_cosine(a, b):
+    return a @ b.T  # not normalised
 
 
-def box_mask_inclusive_edges(box, height, width):
-    """Off by one: pixel indices with both edges inclusive (one column and one row too many)."""
-    x1, y1, x2, y2 = [float(v) for v in box]
-    xs, ys = torch.arange(width).float(), torch.arange(height).float()
-    return (((ys >= y1) & (ys <= y2))[:, None] & ((xs >= x1) & (xs <= x2))[None, :]).float()
+@pytest.fixture(autouse=True)
+def _fresh_hint_state():
+    exercises._STATE.clear()
+    yield
+    exercises._STATE.clear()
 
 
-def box_mask_pixel_corners(box, height, width):
-    """Compares the boxes with pixel corners (j, i) instead of centres: wrong for fractional boxes."""
-    x1, y1, x2, y2 = [float(v) for v in box]
-    xs, ys = torch.arange(width).float(), torch.arange(height).float()
-    return (((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]).float()
+def test_every_notebook_from_01_has_exercises_with_a_reference_a_solution_and_graded_hints():
+    notebooks = {exercises._REGISTRY[n].notebook for n in ALL}
+    assert notebooks == {f"{i:02d}" for i in range(1, 11)}
+    for name in ALL:
+        ex = exercises._REGISTRY[name]
+        assert callable(ex.reference) and callable(getattr(solutions, f"my_{name}"))
+        assert len(ex.hints) >= 2, f"{name}: graded hints, general to specific"
 
 
-def box_mask_truncated_slices(box, height, width):
-    """Slicing with int() coordinates: truncates fractions and wraps negative starts around."""
-    x1, y1, x2, y2 = [int(v) for v in box]
-    mask = torch.zeros(height, width)
-    mask[y1:y2, x1:x2] = 1
-    return mask
+@pytest.mark.parametrize("name", ALL)
+def test_hints_and_diagnoses_describe_without_giving_the_code(name):
+    ex = exercises._REGISTRY[name]
+    result = check(name, lambda *a, **k: torch.zeros(0), verbose=False)  # fails every case: each diagnosis shows
+    texts = list(ex.hints) + [c.diagnosis for c in result.cases]
+    code = re.compile(r"torch\.|dim=|rearrange\(|\.mean\(|\.sum\(|\.norm\(|softmax\(| @ |\[:|\.T\b|->|==|>=|<=|"
+                      r"\bdef |return |import ")
+    for text in texts:
+        assert text, f"{name}: every case has a diagnosis"
+        assert not code.search(text), f"{name}: a hint gives code away: {text!r}"
 
 
-def box_mask_width_first(box, height, width):
-    """The right pixels in a (width, height) array."""
-    return box_mask_with_centres(box, height, width).T
-
-
-# ----------------------------------------------------------------------------- cosine_similarity_matrix (03)
-def cosine_reference(a, b):
-    from labkit.faces import cosine_similarity_matrix
-
-    return cosine_similarity_matrix(a, b)
-
-
-def cosine_with_clamped_norms(a, b):
-    """A learner's correct version."""
-    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-8)
-    b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-8)
-    return a @ b.T
-
-
-def cosine_normalised_along_columns(a, b):
-    """Wrong axis: divides each column by its norm (dim=0)."""
-    return F.normalize(a, dim=0) @ F.normalize(b, dim=0).T
-
-
-def cosine_without_normalisation(a, b):
-    """Missing normalisation: the plain dot products."""
-    return a @ b.T
-
-
-def cosine_only_a_normalised(a, b):
-    """Half the normalisation: b keeps its length."""
-    return F.normalize(a, dim=1) @ b.T
-
-
-def cosine_transposed(a, b):
-    """The (M, N) matrix instead of (N, M)."""
-    return F.normalize(b, dim=1) @ F.normalize(a, dim=1).T
-
-
-def cosine_without_eps(a, b):
-    """Divides by the raw norm: a zero vector gives nan."""
-    return (a / a.norm(dim=1, keepdim=True)) @ (b / b.norm(dim=1, keepdim=True)).T
-
-
-def cosine_rowwise(a, b):
-    """Pairs row i with row i only (torch's cosine_similarity without broadcasting)."""
-    return F.cosine_similarity(a, b, dim=1)
-
-
-CORRECT = {
-    "box_to_mask": [box_mask_reference, box_mask_with_centres,
-                    lambda box, h, w: box_mask_with_centres(box, h, w).bool().numpy()],  # bool numpy is fine
-    "cosine_similarity_matrix": [cosine_reference, cosine_with_clamped_norms],
-}
-WRONG = {
-    "box_to_mask": [box_mask_xy_swapped, box_mask_inclusive_edges, box_mask_pixel_corners,
-                    box_mask_truncated_slices, box_mask_width_first],
-    "cosine_similarity_matrix": [cosine_normalised_along_columns, cosine_without_normalisation,
-                                 cosine_only_a_normalised, cosine_transposed, cosine_without_eps, cosine_rowwise],
-}
-
-
-def _params(table):
-    return [pytest.param(name, fn, id=f"{name}-{getattr(fn, '__name__', 'lambda')}-{i}")
-            for name, fns in table.items() for i, fn in enumerate(fns)]
-
-
-def test_notebooks_02_and_03_have_their_exercises():
-    assert "box_to_mask" in list_exercises("02")
-    assert "cosine_similarity_matrix" in list_exercises("03")
-
-
-@pytest.mark.parametrize("name, fn", _params(CORRECT))
-def test_checker_accepts_correct_versions(name, fn):
-    assert check(name, fn, verbose=False) is True
-
-
-@pytest.mark.parametrize("name, fn", _params(WRONG))
-def test_checker_rejects_a_plausible_wrong_version(name, fn):
-    assert check(name, fn, verbose=False) is False
-
-
-def test_each_checker_rejects_at_least_three_wrong_versions():
-    for name, fns in WRONG.items():
-        rejected = [fn.__name__ for fn in fns if not check(name, fn, verbose=False)]
-        assert len(rejected) >= 3, (name, rejected)
-
-
-def test_check_prints_pass_lines_and_no_hint_when_all_pass(capsys):
-    assert check("cosine_similarity_matrix", cosine_reference) is True
+def test_a_stub_is_not_attempted_and_the_notebook_goes_on_with_labkits_own(capsys):
+    result = check("cosine_similarity_matrix", _stub)
     out = capsys.readouterr().out
-    assert "PASS" in out and "FAIL" not in out and "hint" not in out
-    assert "cases passed" in out
+    assert result.passed is None and not result
+    assert result.function is reference("cosine_similarity_matrix")
+    assert "not attempted yet" in out and "labkit's own implementation" in out
+    assert "FAIL" not in out and "PASS" not in out
 
 
-def test_check_prints_fail_lines_with_what_differs_and_the_hint(capsys):
-    ok = check("box_to_mask", box_mask_xy_swapped)
+def test_the_result_shows_nothing_under_a_notebook_cell_and_is_truthy_only_when_it_passed():
+    ok = check("cosine_similarity_matrix", solutions.my_cosine_similarity_matrix, verbose=False)
+    bad = check("cosine_similarity_matrix", _wrong_cosine, verbose=False)
+    assert isinstance(ok, CheckResult) and ok and not bad
+    assert ok.passed is True and bad.passed is False
+    assert ok.function is solutions.my_cosine_similarity_matrix, "a passing function is the one used next"
+    assert bad.function is reference("cosine_similarity_matrix"), "a failing one is replaced by labkit's"
+    assert ok._ipython_display_() is None, "IPython calls this instead of printing a repr: no stray True"
+    assert "passed" in repr(ok) and "failed" in repr(bad)
+
+
+def test_passing_prints_pass_lines_and_says_what_follows_uses_it(capsys):
+    check("box_to_mask", solutions.my_box_to_mask)
     out = capsys.readouterr().out
-    assert ok is False
-    assert "FAIL" in out and "hint:" in out
-    assert exercises._REGISTRY["box_to_mask"].hint[:30] in out
+    assert "PASS" in out and "FAIL" not in out and "all 16 cases passed" in out
+    assert "What follows uses your my_box_to_mask" in out
+
+
+def test_failing_prints_the_failing_cases_with_shapes_and_points_to_hint_and_solution(capsys):
+    check("cosine_similarity_matrix", lambda a, b: (a @ b.T).T)
+    out = capsys.readouterr().out
+    assert "FAIL  a (5, 8) against b (3, 8): shape (3, 5), expected (5, 3)" in out
+    assert "hint('cosine_similarity_matrix')" in out and "solution('cosine_similarity_matrix')" in out
+    assert exercises._REGISTRY["cosine_similarity_matrix"].hints[0] not in out, "hints only on request"
+
+
+def test_hints_open_after_a_failed_check_and_grow_more_specific(capsys):
+    assert "hints open after a failed check" in hint("box_to_mask")
+    check("box_to_mask", _stub, verbose=False)
+    assert "hints open after a failed check" in hint("box_to_mask"), "a stub is not a failure"
+    check("box_to_mask", lambda box, h, w: solutions.my_box_to_mask(box, h, w).squeeze(), verbose=False)
+    first = hint("box_to_mask")
+    assert first.startswith("Hint 1 of 3") and "a 1x1 image" in first and "squeezed" in first
+    second, third = hint("box_to_mask"), hint("box_to_mask")
+    hints = exercises._REGISTRY["box_to_mask"].hints
+    assert hints[0] in second and hints[1] in third
+    assert "solution('box_to_mask')" in hint("box_to_mask")
+    check("box_to_mask", solutions.my_box_to_mask, verbose=False)
+    assert "passed" in hint("box_to_mask")
+
+
+def test_other_failing_cases_start_the_hints_again_from_the_diagnosis():
+    check("chunk_means", lambda s, c: s.mean(1, keepdim=True), verbose=False)
+    hint("chunk_means")
+    hint("chunk_means")
+    check("chunk_means", lambda s, c: solutions.my_chunk_means(s, c).float(), verbose=False)
+    assert hint("chunk_means").startswith("Hint 1 of"), "a new failure gets its own diagnosis first"
+
+
+def test_solution_prints_the_worked_solution_on_request(capsys):
+    source = solution("v_target")
+    assert "def my_v_target(x0, noise, alphas_cumprod, t):" in source
+    assert "def my_v_target" in capsys.readouterr().out
+
+
+def test_unknown_exercise_names_the_closest_and_the_known_ones():
+    with pytest.raises(KeyError, match="did you mean 'box_to_mask'"):
+        check("box_to_mask2", lambda: None)
+    with pytest.raises(KeyError, match="chunk_means"):
+        hint("no_such_exercise")
 
 
 def test_an_exception_in_the_learners_code_is_a_fail_line_not_a_crash(capsys):
     def broken(a, b):
         raise ZeroDivisionError("oops")
 
-    assert check("cosine_similarity_matrix", broken) is False
+    assert check("cosine_similarity_matrix", broken).passed is False
     out = capsys.readouterr().out
     assert "FAIL" in out and "ZeroDivisionError: oops" in out
 
 
-def test_wrong_shape_is_reported_as_a_shape(capsys):
-    check("cosine_similarity_matrix", cosine_transposed)
-    assert "shape (3, 5), expected (5, 3)" in capsys.readouterr().out
-
-
-def test_quiet_check_prints_nothing_and_returns_a_bool(capsys):
-    result = check("box_to_mask", box_mask_truncated_slices, verbose=False)
-    assert result is False and capsys.readouterr().out == ""
-
-
-def test_unknown_exercise_names_the_known_ones():
-    with pytest.raises(KeyError, match="box_to_mask"):
-        check("no_such_exercise", lambda: None)
-
-
-def test_learner_function_returning_something_else_fails_cleanly(capsys):
-    assert check("cosine_similarity_matrix", lambda a, b: "not a tensor") is False
-    assert check("box_to_mask", lambda box, h, w: None) is False
-    assert "FAIL" in capsys.readouterr().out
+def test_quiet_check_prints_nothing(capsys):
+    assert check("box_to_mask", _stub, verbose=False).passed is None
+    assert check("box_to_mask", lambda b, h, w: None, verbose=False).passed is False
+    assert capsys.readouterr().out == ""
 
 
 def test_registering_a_name_twice_is_refused():
     with pytest.raises(ValueError, match="already registered"):
-        exercises.register("box_to_mask", "02", "again")(lambda fn: [])
+        exercises.register("box_to_mask", "02", "again", reference=len)(lambda fn: [])
 
 
-def test_compare_checks_shape_then_values():
+def test_compare_checks_type_shape_dtype_then_values():
     assert exercises.compare(torch.ones(2, 3), torch.ones(2, 3)) == ""
     assert "shape" in exercises.compare(torch.ones(3, 2), torch.ones(2, 3))
+    assert "dtype" in exercises.compare(torch.ones(2, 3).double(), torch.ones(2, 3))
     assert "differ" in exercises.compare(torch.ones(2, 3) * 1.1, torch.ones(2, 3))
-    assert exercises.compare(np.ones((2, 3)), torch.ones(2, 3)) == ""
+    assert "nan" in exercises.compare(torch.full((2,), float("nan")), torch.zeros(2))
+    assert "entries differ" in exercises.compare(torch.tensor([True, False]), torch.tensor([True, True]))
+    assert "numpy.ndarray" in exercises.compare(np.ones((2, 3)), torch.ones(2, 3))
+
+
+def test_solve_source_replaces_each_stub_with_its_solution():
+    cell = ('from labkit.exercises import check\n\n\ndef my_v_target(x0, noise, alphas_cumprod, t):\n'
+            '    # TODO (exercise): the v target\n    raise NotImplementedError("exercise v_target")\n\n\n'
+            'my_v_target = check("v_target", my_v_target).function\n')
+    solved, names = solutions.solve_source(cell)
+    assert names == ["v_target"] and "NotImplementedError" not in solved
+    assert "alphas_cumprod[t].reshape" in solved and solved.endswith('check("v_target", my_v_target).function\n')
