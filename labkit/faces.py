@@ -1,7 +1,8 @@
 """Finding faces and turning them into identity embeddings (notebook 03).
 
 * :func:`detect_faces`: facenet-pytorch's MTCNN (its weights ship inside the wheel) finds faces and gives
-  boxes, probabilities, aligned 160x160 crops and masks built from the boxes (:func:`box_to_mask`).
+  boxes, probabilities, 160x160 crops (cut out and resized, not aligned) and masks built from the boxes
+  (:func:`box_to_mask`).
 * :class:`FaceRecognitionBackbone`: a frozen face recognizer that maps images (B, 3, H, W) in [-1, 1]
   of any size to unit-norm 512-d embeddings. ``weights="synthfaces"`` (default) is a small CNN trained
   on :mod:`labkit.synthfaces` identities (``python -m labkit.faces train``) and shipped in data/;
@@ -67,8 +68,9 @@ def box_to_mask(box, height: int, width: int) -> torch.Tensor:
 class FaceDetections:
     """Faces found in a batch of images. N faces in all:
 
-    boxes (N, 4) x1, y1, x2, y2 in pixels; probs (N,); crops (N, 3, 160, 160) in [-1, 1], aligned as
-    InceptionResnetV1 expects; masks (N, H, W) from the boxes; image_index (N,) which image each face is
+    boxes (N, 4) x1, y1, x2, y2 in pixels; probs (N,); crops (N, 3, 160, 160) in [-1, 1], the box (with
+    MTCNN's margin) cut out and resized to the size InceptionResnetV1 expects, not aligned (no rotation to
+    level the eyes); masks (N, H, W) from the boxes; image_index (N,) which image each face is
     in; messages: one line per image without a face (empty when every image had one).
     """
 

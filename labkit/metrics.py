@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "identity_scores", "identification_top1", "measure_levels", "MIN_SCORE_SIZE", "summarise_scores",
-    "paired_difference", "mean_and_se", "score_report", "scene_report", "colour_blocks", "embed_frames",
+    "paired_difference", "mean_and_se", "MEANINGFUL_DIFFERENCE", "effect_verdict", "describe_effect",
+    "score_report", "scene_report", "colour_blocks", "embed_frames",
     "reference_embedding", "reference_similarity", "normalised_identity", "identity_levels", "frame_stability",
     "subject_consistency", "share_above", "variety", "crop_regions", "scene_similarity", "bleed_and_swap",
 ]
@@ -358,6 +359,38 @@ def mean_and_se(per_video: torch.Tensor) -> tuple[float, float]:
     """Mean over videos and its standard error (std / sqrt(n)); per_video (B,). One video has se 0."""
     n = per_video.numel()
     return per_video.mean().item(), (per_video.std().item() / n**0.5) if n > 1 else 0.0
+
+
+#: The smallest difference in normalised identity score (1 = as recognisable as a real frame of the person, 0 = a
+#: stranger) that the course treats as mattering. Every comparison the notebooks print is read against it: a
+#: difference can be statistically clear (many videos, a small standard error) and still too small to matter.
+MEANINGFUL_DIFFERENCE = 0.05
+
+
+def effect_verdict(difference: float, se: float, smallest: float = MEANINGFUL_DIFFERENCE, z: float = 2.0) -> str:
+    """What an effect (a - b, with its standard error) says, read from its size, not from its significance.
+
+    The interval is ``difference +- z * se`` (z = 2: about 95%). Four answers:
+    ``"higher, by more than <smallest>"`` / ``"lower, ..."`` when the whole interval is beyond the smallest
+    difference that matters; ``"no difference that matters"`` when the whole interval lies within
+    +-smallest (however clearly it differs from 0); ``"unclear"`` otherwise (more videos would tell).
+    """
+    low, high = difference - z * se, difference + z * se
+    if low >= smallest:
+        return f"higher, by more than {smallest:.3g}"
+    if high <= -smallest:
+        return f"lower, by more than {smallest:.3g}"
+    if -smallest < low and high < smallest:
+        return f"no difference that matters (within +-{smallest:.3g})"
+    return f"unclear: the interval reaches past +-{smallest:.3g} but also inside it"
+
+
+def describe_effect(label: str, difference: float, se: float, smallest: float = MEANINGFUL_DIFFERENCE,
+                    z: float = 2.0) -> str:
+    """One line: the effect size with its uncertainty, the smallest difference that matters, the verdict."""
+    verdict = effect_verdict(difference, se, smallest, z)
+    return (f"{label}: {difference:+.3f} +- {se:.3f} (interval {difference - z * se:+.3f} to "
+            f"{difference + z * se:+.3f}; matters beyond +-{smallest:.3g}) -> {verdict}")
 
 
 def summarise_scores(scores: torch.Tensor, face_probability: torch.Tensor, frame_embeddings: torch.Tensor,

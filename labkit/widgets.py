@@ -48,6 +48,8 @@ REFERENCE_QUALITIES = {"clean": (0.0, 0.0), "noisy": (0.25, 0.0), "very noisy": 
 NUM_HELDOUT = 20
 MAX_REFERENCES = 5
 MAX_CHUNKS = 6
+#: The identity_strength range of the lab (its slider's ends).
+MIN_STRENGTH, MAX_STRENGTH = 0.0, 1.5
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,8 @@ class LabUnavailable(RuntimeError):
 def validate_settings(settings: DriftSettings) -> tuple[DriftSettings | None, list[str]]:
     """Check a setting. Returns (settings to compute, messages); settings is None when it cannot run.
 
-    Out-of-range numbers the learner *typed* are refused with a message saying the allowed range;
-    an identity_strength outside 0..1.5 is clipped (with a message) because a slider can't produce it.
+    Out-of-range numbers the learner *typed* (identity_strength included: the lab's strength box takes any
+    number) are refused with a message saying the allowed range; nothing is clipped silently.
     """
     messages = []
     try:
@@ -122,11 +124,10 @@ def validate_settings(settings: DriftSettings) -> tuple[DriftSettings | None, li
         return None, [f"strategy and reference quality must be names, got {settings.strategy!r} and "
                       f"{settings.reference_quality!r}"]
     if not np.isfinite(strength):
-        return None, [f"identity_strength must be a number in 0..1.5, got {strength}"]
-    if not 0.0 <= strength <= 1.5:
-        messages.append(f"identity_strength {strength:g} is outside 0..1.5: clipped")
-        strength = min(max(strength, 0.0), 1.5)
+        return None, [f"identity_strength must be a number in {MIN_STRENGTH:g}..{MAX_STRENGTH:g}, got {strength}"]
     errors = []
+    if not MIN_STRENGTH <= strength <= MAX_STRENGTH:
+        errors.append(f"identity_strength must be {MIN_STRENGTH:g}..{MAX_STRENGTH:g}, got {strength:g}")
     if not 1 <= refs <= MAX_REFERENCES:
         errors.append(f"number of references must be 1..{MAX_REFERENCES}, got {refs}")
     if not 0 <= ident < NUM_HELDOUT:
@@ -461,9 +462,11 @@ class DriftLab:
         s = settings or DriftSettings()
         wide = {"description_width": "120px"}
         self.controls = {
-            "identity_strength": W.FloatSlider(value=s.identity_strength, min=0.0, max=1.5, step=0.05,
-                                               description="identity_strength", continuous_update=False,
-                                               style=wide),
+            # No readout of its own: the front end would clamp a typed 5 to 1.5 without a word. The strength
+            # box next to it takes any number; one out of range is refused with a message (_on_strength_box).
+            "identity_strength": W.FloatSlider(value=s.identity_strength, min=MIN_STRENGTH, max=MAX_STRENGTH,
+                                               step=0.05, description="identity_strength", readout=False,
+                                               continuous_update=False, style=wide),
             "num_references": W.IntText(value=s.num_references, description="references (1-5)", style=wide),
             "reference_quality": W.Dropdown(options=list(REFERENCE_QUALITIES), value=s.reference_quality,
                                             description="reference quality", style=wide),
@@ -493,10 +496,16 @@ class DriftLab:
         self._views_lock = threading.Lock()
         self.worker = LatestWorker(self._drawing(compute), self._show, self._on_progress, self._on_error,
                                    self.cache, idle=self._predraw)
+        self.strength_box = W.FloatText(value=s.identity_strength, step=0.05, description="",
+                                        layout=W.Layout(width="70px"))
+        self.strength_box.add_class("driftlab-strength-box")
         for w in self.controls.values():
             w.observe(self._on_change, names="value")
-        left = W.VBox([self.controls[k] for k in ("identity_strength", "strategy", "num_references",
-                                                  "reference_quality")])
+        self.controls["identity_strength"].observe(self._on_strength_slider, names="value")
+        self.strength_box.observe(self._on_strength_box, names="value")
+        strength_row = W.HBox([self.controls["identity_strength"], self.strength_box])
+        left = W.VBox([strength_row] + [self.controls[k] for k in ("strategy", "num_references",
+                                                                   "reference_quality")])
         right = W.VBox([self.controls[k] for k in ("num_chunks", "seed", "identity")]
                        + [W.HBox([self.progress, self.status])])
         refs = W.VBox([W.HTML("<b>references</b>"), self.references_view])
@@ -514,10 +523,17 @@ class DriftLab:
         return DriftSettings(**{k: w.value for k, w in self.controls.items()})
 
     def set(self, **values) -> None:
-        """Move several controls at once from code; computes once, for the final combination."""
+        """Move several controls at once from code; computes once, for the final combination.
+
+        An identity_strength outside 0..1.5 is refused like one typed into the strength box: a message, and
+        the slider stays where it was (a slider would clamp it silently)."""
         unknown = set(values) - set(self.controls)
         if unknown:
             raise TypeError(f"unknown DriftLab controls {sorted(unknown)}; known: {sorted(self.controls)}")
+        strength = values.get("identity_strength")
+        refuse = strength is not None and _out_of_strength_range(strength)
+        if refuse:
+            values = {k: v for k, v in values.items() if k != "identity_strength"}
         self._batch = True
         try:
             for k, v in values.items():
@@ -527,13 +543,37 @@ class DriftLab:
                     raise ValueError(f"DriftLab control {k} cannot take {v!r}: {str(err).splitlines()[0]}") from None
         finally:
             self._batch = False
-        self.request()
+        if refuse:
+            self._refuse_strength(strength)
+        else:
+            self.request()
 
     _batch = False
 
     def _on_change(self, change):
         if not self._batch:
             self.request()
+
+    def _on_strength_slider(self, change):
+        """The box follows the slider."""
+        if self.strength_box.value != change["new"]:
+            self.strength_box.value = change["new"]
+
+    def _on_strength_box(self, change):
+        """A number typed into the strength box moves the slider; one out of range is refused, visibly."""
+        value, slider = change["new"], self.controls["identity_strength"]
+        if _out_of_strength_range(value):
+            self._refuse_strength(value)
+        elif slider.value != value:
+            slider.value = value  # the slider's observer asks for the new setting
+        elif not self._batch and "identity_strength must" in self.message.value:
+            self.request()  # typed back in range at the slider's value: clear the message
+
+    def _refuse_strength(self, value) -> None:
+        slider = self.controls["identity_strength"]
+        self.request(self.settings().replace(identity_strength=value))  # invalid: shows the range, computes nothing
+        self.message.value = self.message.value.replace(
+            "</div>", html.escape(f" (the slider stays at {slider.value:g})") + "</div>", 1)
 
     def request(self, settings: DriftSettings | None = None) -> str:
         """Validate and ask the worker for a setting. Returns "cache", "queued" or "invalid"."""
@@ -642,6 +682,15 @@ class DriftLab:
 
     def _ipython_display_(self):
         _display(self.widget)
+
+
+def _out_of_strength_range(value) -> bool:
+    """True for a number (NaN included) outside MIN_STRENGTH..MAX_STRENGTH; False for anything not a number,
+    which the slider itself refuses with an error."""
+    try:
+        return not MIN_STRENGTH <= float(value) <= MAX_STRENGTH
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _display(widget) -> None:

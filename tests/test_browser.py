@@ -213,7 +213,16 @@ def move_slider(page, description: str, steps: int) -> str:
     for _ in range(abs(steps)):
         page.keyboard.press(key)
     page.keyboard.press("Enter")
-    return slider.locator(".widget-readout").inner_text()
+    return _slider_readout(page, slider)
+
+
+def _slider_readout(page, slider) -> str:
+    """A slider's readout; the DriftLab's identity_strength slider has none (the front end would clamp a typed
+    value silently), and the strength box beside it shows its value instead."""
+    readout = slider.locator(".widget-readout")
+    if readout.count():
+        return readout.first.inner_text()
+    return page.locator(".driftlab-strength-box input").first.input_value()
 
 
 def drag_slider(page, description: str, fraction: float) -> str:
@@ -230,7 +239,7 @@ def drag_slider(page, description: str, fraction: float) -> str:
     page.mouse.down()
     page.mouse.move(x + fraction * track["width"], y, steps=5)
     page.mouse.up()
-    return slider.locator(".widget-readout").inner_text()
+    return _slider_readout(page, slider)
 
 
 def wait_for_change(page, selector: str, before: str, timeout_s: float = 60) -> float:
@@ -352,14 +361,11 @@ def _choose_strategy(page, label: str) -> None:
         "select").select_option(label=label)
 
 
-def _set_slider_readout(page, description: str, value: str) -> None:
-    """Type a value into a slider's editable readout (as a learner can) and press Enter."""
-    slider, _ = slider_handle(page, description)
-    readout = slider.locator(".widget-readout")
-    readout.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(value)
-    page.keyboard.press("Enter")
+def _type_strength(page, value: str) -> None:
+    """Type a value into the DriftLab's strength box, beside its identity_strength slider, and press Enter."""
+    box = page.locator(".driftlab-strength-box input").first
+    box.fill(value)
+    box.press("Enter")
 
 
 def _type_into(page, description: str, value: str) -> None:
@@ -392,7 +398,7 @@ def test_driftlab_updates_its_curve_and_figures_when_slider_and_strategy_change(
     means = {}
     for strength in ("0", "1"):
         before = _driftlab_view(page)
-        _set_slider_readout(page, "identity_strength", strength)
+        _type_strength(page, strength)
         _wait_for_view_change(page, before)
         page.wait_for_function("(s) => document.querySelector('#driftlab-setting')?.textContent"
                                ".includes('strength ' + s + ' ')", arg=strength, timeout=120_000)
@@ -406,6 +412,11 @@ def test_driftlab_updates_its_curve_and_figures_when_slider_and_strategy_change(
     page.wait_for_function("() => document.querySelector('#driftlab-message')"
                            "?.textContent.includes('must be 1..5')", timeout=30_000)
     print("  references typed as 0: message", page.locator("#driftlab-message").first.inner_text())
+    _type_into(page, "references", "3")
+    _type_strength(page, "5")  # out of range: refused in words, never clamped to 1.5 without a word
+    page.wait_for_function("() => document.querySelector('#driftlab-message')"
+                           "?.textContent.includes('identity_strength must be 0..1.5, got 5')", timeout=30_000)
+    print("  strength typed as 5: message", page.locator("#driftlab-message").first.inner_text())
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator(".driftlab").first.scroll_into_view_if_needed()

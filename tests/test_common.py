@@ -1,5 +1,6 @@
 """labkit.common: device choice, seeding, quick mode, and showing frames with or without ffmpeg."""
 
+import io
 import subprocess
 import sys
 
@@ -79,6 +80,18 @@ def test_show_video_without_ffmpeg_falls_back_to_gif_and_says_so(monkeypatch, ca
     assert len(shown) == 1 and shown[0].data[:6] == b"GIF89a"
 
 
+def test_videos_are_shown_at_least_256_screen_pixels_high(monkeypatch):
+    """A 32x32 clip at scale 2 was a 64x64 postage stamp; the default now enlarges it to 256x256."""
+    from PIL import Image
+
+    assert [common.display_scale(h) for h in (8, 32, 64, 100, 300)] == [32, 8, 4, 3, 1]
+    shown = []
+    monkeypatch.setattr(common, "has_ffmpeg", lambda: False)
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    common.show_video(torch.rand(3, 3, 32, 32) * 2 - 1)
+    assert Image.open(io.BytesIO(shown[0].data)).size == (256, 256)
+
+
 def test_save_video_writes_mp4_with_ffmpeg_and_gif_without(tmp_path, monkeypatch):
     frames = torch.rand(6, 3, 16, 16) * 2 - 1
     if common.has_ffmpeg():
@@ -94,3 +107,13 @@ def test_environment_report_lists_the_kit_dependencies():
     for key in ["torch", "diffusers", "facenet-pytorch", "device", "ffmpeg", "quick mode"]:
         assert key in report
     assert report["facenet-pytorch"] == "2.5.3"
+
+
+def test_use_one_cpu_thread_sets_one_thread_on_a_cpu_only():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert common.use_one_cpu_thread("cuda") == 2, "on a GPU the CPU threads are left alone"
+        assert common.use_one_cpu_thread(torch.device("cpu")) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -198,3 +198,20 @@ def test_real_scenes_score_like_single_faces_and_rarely_swap(recognizer):
     for c, r in report.items():
         assert abs(r["own"] - r["single"]) <= 0.1, (c, r)
         assert r["swap_rate"] <= 0.05, (c, r)
+
+
+def test_verdicts_follow_the_effect_size_not_its_significance():
+    """A tiny but statistically clear difference (the +0.0027 that once read as "DEPENDS on its tokens") is no
+    difference that matters; a verdict says higher or lower only when the whole interval is beyond the smallest
+    difference that matters; otherwise it is unclear."""
+    from labkit.metrics import MEANINGFUL_DIFFERENCE, describe_effect, effect_verdict
+
+    assert MEANINGFUL_DIFFERENCE == 0.05
+    assert effect_verdict(0.0027, 0.0005).startswith("no difference that matters")
+    assert effect_verdict(0.20, 0.03).startswith("higher")
+    assert effect_verdict(-0.20, 0.03).startswith("lower")
+    assert effect_verdict(0.06, 0.01).startswith("unclear"), "0.06 - 2 x 0.01 lies inside 0.05"
+    assert effect_verdict(0.0, 0.2).startswith("unclear"), "a wide interval says nothing either way"
+    assert effect_verdict(0.3, 0.03, smallest=0.5).startswith("no difference")
+    line = describe_effect("explicit - implicit", 0.123, 0.02)
+    assert "+0.123 +- 0.020" in line and "+0.083 to +0.163" in line and "0.05" in line and "higher" in line

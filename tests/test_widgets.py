@@ -132,10 +132,43 @@ def test_bad_input_gives_a_visible_message_and_keeps_the_last_result(bad, expect
     lab.close()
 
 
-def test_identity_strength_out_of_range_is_clipped_with_a_message():
-    settings, messages = validate_settings(DriftSettings(identity_strength=2.0))
-    assert settings.identity_strength == 1.5 and "clipped" in messages[0]
+def test_identity_strength_out_of_range_is_refused_with_a_message_not_clipped():
+    settings, messages = validate_settings(DriftSettings(identity_strength=5.0))
+    assert settings is None and messages == ["identity_strength must be 0..1.5, got 5"]
+    assert validate_settings(DriftSettings(identity_strength=-0.1))[0] is None
     assert validate_settings(DriftSettings(identity_strength=float("nan")))[0] is None
+    assert validate_settings(DriftSettings(identity_strength=1.5))[0].identity_strength == 1.5
+
+
+def test_typing_5_into_the_strength_box_is_refused_visibly_and_the_slider_stays():
+    """A slider's own readout would clamp a typed 5 to 1.5 in the browser, silently; the lab's strength box
+    takes any number and refuses one out of range with a red message naming the range."""
+    fake = FakeCompute()
+    lab = _lab(fake)
+    lab.wait(10)
+    before, slider = lab.shown, lab.controls["identity_strength"]
+    assert slider.readout is False, "the slider's own readout would clamp silently"
+    lab.strength_box.value = 5.0
+    lab.wait(10)
+    assert "identity_strength must be 0..1.5, got 5" in lab.message.value
+    assert "#b00020" in lab.message.value and "slider stays at 0.8" in lab.message.value
+    assert slider.value == 0.8 and lab.shown is before and len(fake.calls) == 1
+    assert "not computed" in lab.status.value
+    lab.set(identity_strength=7)  # from code: the same refusal, not a clamp
+    assert "got 7" in lab.message.value and slider.value == 0.8
+    lab.strength_box.value = 0.5  # in range: moves the slider, computes, clears the message
+    lab.wait(10)
+    assert slider.value == 0.5 and lab.shown.settings.identity_strength == 0.5
+    assert "must" not in lab.message.value
+    calls = len(fake.calls)
+    slider.value = 1.0  # and the box follows the slider, without asking for the same setting twice
+    lab.wait(10)
+    assert lab.strength_box.value == 1.0 and lab.shown.settings.identity_strength == 1.0
+    assert len(fake.calls) == calls + 1 and lab.worker.stats["cancelled"] == 0
+    lab.strength_box.value = 9.0
+    lab.strength_box.value = 1.0  # typed back to the slider's own value: the message goes
+    assert "must" not in lab.message.value
+    lab.close()
 
 
 def test_a_failing_computation_shows_a_message_and_the_lab_keeps_working():

@@ -59,18 +59,23 @@ the recognizer's probability that the frame is a face at all, so mush and noise 
 ## Exercise: the denoising step
 
 Write the article's `denoise_step`: ask the model for its prediction at timestep `t`, then let the
-scheduler step from `x_t` to `x_{t-1}`. diffusers models return an object with `.sample`; schedulers return
-an object with `.prev_sample`. Pass `generator` to `scheduler.step` so that the noise it draws is
-reproducible.
+scheduler step from `x_t` to `x_{t-1}`. diffusers models return an object with `.sample`, other models the
+prediction itself: handle both. Schedulers return an object with `.prev_sample`. Pass `generator` to
+`scheduler.step` so that the noise it draws is reproducible.
+
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("denoise_step")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("denoise_step")` shows a
+worked solution.
 """),
     code('''def my_denoise_step(x_t, model, t, scheduler, generator=None, model_kwargs=None):
-    out = model(x_t, t, **(model_kwargs or {}))
-    prediction = out.sample if hasattr(out, "sample") else out
-    # TODO (exercise): one scheduler step; return the previous sample
-    return scheduler.step(prediction, t, x_t, generator=generator).prev_sample'''),
-    code('''from labkit.exercises import check
+    # TODO (exercise): ask the model for its prediction at t (in either form), let the scheduler step; return x_{t-1}
+    raise NotImplementedError("exercise denoise_step: write this function, then run the cell")'''),
+    code('''from labkit.exercises import check, hint, solution
 
-check("denoise_step", my_denoise_step)'''),
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_denoise_step = check("denoise_step", my_denoise_step).function'''),
     md("""
 ## Sampling the same conditions twice
 
@@ -128,9 +133,14 @@ runs' frames. A stochastic sampler makes the two runs disagree, and each frame w
 
 emb_a, emb_b = metrics.embed_frames(recognizer, ddpm_a), metrics.embed_frames(recognizer, ddpm_b)
 between = torch.nn.functional.cosine_similarity(emb_a, emb_b, dim=-1)
-for name, frames in [("real", real.frames[:, 1:]), ("DDPM A", ddpm_a), ("DDPM B", ddpm_b), ("DDIM", ddim_a)]:
-    print(f"{name:7s} identity score {identity(frames).mean():.3f}")
-print(f"cosine between the two DDPM runs, frame by frame: {between.mean():.3f} (1.0 = the same face)")'''),
+per_person = {name: identity(frames).mean(1) for name, frames in
+              [("real", real.frames[:, 1:]), ("DDPM A", ddpm_a), ("DDPM B", ddpm_b), ("DDIM", ddim_a)]}
+for name, scores in per_person.items():
+    mean, se = metrics.mean_and_se(scores)
+    print(f"{name:7s} identity score {mean:.3f} +- {se:.3f} (mean over {len(scores)} people, standard error)")
+print(f"cosine between the two DDPM runs, frame by frame: {between.mean():.3f} (1.0 = the same face)")
+print(metrics.describe_effect("DDPM B - DDPM A (the same conditions twice)",
+                              *metrics.mean_and_se(per_person["DDPM B"] - per_person["DDPM A"])))'''),
     md("""
 ## Drift over a long video
 
@@ -141,14 +151,15 @@ chunk.
 """),
     code('''num_chunks = 4 if QUICK else 8
 num_frames = (chunk - 1) + (num_chunks - 1) * (chunk - 2)
-per_chunk = {}
+per_chunk, per_person = {}, {}
 for strategy in ("implicit", "explicit"):
     out = pipe.generate(reference_images=real.references, num_frames=num_frames, strategy=strategy,
                         generator=torch.Generator().manual_seed(0), num_inference_steps=10 if QUICK else 20,
                         check_faces=False, progress=False)
     norm = identity(out.frames.cpu())
     bounds = out.chunk_starts + [num_frames]
-    per_chunk[strategy] = [norm[:, a:b].mean().item() for a, b in zip(bounds[:-1], bounds[1:])]
+    per_person[strategy] = torch.stack([norm[:, a:b].mean(1) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    per_chunk[strategy] = per_person[strategy].mean(0).tolist()  # (chunks,) mean over people
     print(strategy, [round(v, 2) for v in per_chunk[strategy]])'''),
     code('''import matplotlib.pyplot as plt
 
@@ -165,14 +176,21 @@ fig.tight_layout()
 fig.savefig(figure_path("01_drift_chunks.png"), dpi=100)'''),
     md("""
 Two claims of the course, checked on these numbers (not asserted): the implicit strategy's identity falls
-over the chunks, and identity tokens keep it higher.
+over the chunks, and identity tokens keep it higher. Each is an effect over the same people (the mean of
+the per-person differences, with its standard error), read against the smallest difference in identity
+score that matters, `metrics.MEANINGFUL_DIFFERENCE`: a verdict says *higher* or *lower* only when the whole
+interval (two standard errors either side) lies beyond it. With this handful of people, *unclear* is a
+likely and honest answer.
 """),
-    code('''imp, exp = per_chunk["implicit"], per_chunk["explicit"]
-print(f"implicit: chunk 1 {imp[0]:.2f} -> chunk {len(imp)} {imp[-1]:.2f}: "
-      + ("falls" if imp[-1] < imp[0] - 0.05 else "does NOT fall by more than 0.05"))
-gap = sum(exp) / len(exp) - sum(imp) / len(imp)
-print(f"explicit minus implicit, mean over chunks: {gap:+.3f}: "
-      + ("tokens help" if gap > 0.05 else "no difference of 0.05 or more on these few people"))'''),
+    code('''imp, exp = per_person["implicit"], per_person["explicit"]  # (people, chunks)
+fall = metrics.mean_and_se(imp[:, -1] - imp[:, 0])
+print(metrics.describe_effect(f"implicit, chunk {imp.shape[1]} - chunk 1", *fall))
+print("  -> the implicit strategy's identity", "falls" if metrics.effect_verdict(*fall).startswith("lower")
+      else "does NOT fall by a difference that matters here")
+gap = metrics.mean_and_se(exp.mean(1) - imp.mean(1))
+print(metrics.describe_effect("explicit - implicit, mean over chunks", *gap))
+print("  -> identity tokens", "keep it higher" if metrics.effect_verdict(*gap).startswith("higher")
+      else "do NOT keep it higher by a difference that matters here")'''),
     md("""
 ## What we measured
 
@@ -229,8 +247,12 @@ fig = show_images(clips.references[0], titles=[f"ref {i}" for i in range(5)], su
     md("""
 Every score in this notebook is `metrics.identity_scores`: about 1 for a real frame of the person, about 0
 for a stranger or for anything that is not a face (notebook 03). `per_video` gives one number per person,
-so that two settings can be compared on the same people: the difference of their means, with its standard
-error over people (`metrics.mean_and_se`).
+so that two settings can be compared on the same people: the mean of the per-person differences, with its
+standard error over people (`metrics.mean_and_se`). Every comparison is read against **the smallest
+difference that matters**, `metrics.MEANINGFUL_DIFFERENCE` = 0.05 of the identity score, by
+`metrics.describe_effect`: *higher* or *lower* only when the whole interval (the effect plus or minus two
+standard errors) lies beyond it, *no difference that matters* when the whole interval lies within it, and
+*unclear* otherwise (more people would tell).
 """),
     code('''def per_video(frames, refs=scoring):
     """Mean identity score of each video: (B,)."""
@@ -239,21 +261,30 @@ error over people (`metrics.mean_and_se`).
 
 def effect(a, b):
     """Mean of the per-person differences a - b, and its standard error."""
-    return metrics.mean_and_se(a - b)'''),
+    return metrics.mean_and_se(a - b)
+
+
+print("smallest difference that matters:", metrics.MEANINGFUL_DIFFERENCE)'''),
     md("""
 ## Exercise: averaging references
 
 The article averages the encoded references "for a robust identity". With unit-norm face embeddings, the
-mean of several is shorter than 1, so it is normalised again. Write `mean_reference_embedding` for
+mean of several is shorter than 1, so it is normalised again. Write `my_mean_reference_embedding` for
 embeddings of shape `(R, D)` (one identity) or `(B, R, D)` (a batch), returning `(D,)` or `(B, D)` unit vectors.
-"""),
-    code('''def mean_reference_embedding(embeddings):
-    # TODO (exercise): average over the references, then re-normalise to unit length
-    mean = embeddings.mean(dim=-2)
-    return mean / mean.norm(dim=-1, keepdim=True)'''),
-    code('''from labkit.exercises import check
 
-check("mean_reference_embedding", mean_reference_embedding)'''),
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("mean_reference_embedding")`
+explains what the failing cases mean (ask again for a more specific hint), and
+`solution("mean_reference_embedding")` shows a worked solution.
+"""),
+    code('''def my_mean_reference_embedding(embeddings):
+    # TODO (exercise): average over the references, then re-normalise to unit length
+    raise NotImplementedError("exercise mean_reference_embedding: write this function, then run the cell")'''),
+    code('''from labkit.exercises import check, hint, solution
+
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_mean_reference_embedding = check("mean_reference_embedding", my_mean_reference_embedding).function'''),
     md("""
 ## A person from the references alone
 
@@ -275,6 +306,7 @@ for guidance in (1.0, 2.0):
     mean, se = metrics.mean_and_se(per_video(alone[guidance]))
     top1 = metrics.identification_top1(alone[guidance], scoring, recognizer)
     print(f"guidance {guidance}: identity score {mean:.3f} +- {se:.3f}, top-1 among {len(ids)} people {top1:.2f}")
+print(metrics.describe_effect("guidance 2 - guidance 1", *effect(per_video(alone[2.0]), per_video(alone[1.0]))))
 try:
     pipe.generate(reference_images=clips.references[:1, :3], num_frames=1, keyframe=False, strategy="implicit")
 except ValueError as err:
@@ -302,8 +334,8 @@ show_video(out.frames[0], fps=4, title="face_aware, strength 1.0")'''),
 ## The four strategies, measured
 
 The same references and seed for all four. Each line gives the mean identity score with its standard
-error over the eight people; the effects below are paired differences against the implicit strategy. A
-difference smaller than about 0.05, or smaller than twice its standard error, is not one to build on.
+error over the eight people; the effects below are paired differences against the implicit strategy, read
+against the smallest difference that matters.
 """),
     code('''videos, scores = {}, {}
 for strategy in STRATEGIES:
@@ -316,9 +348,8 @@ for strategy in STRATEGIES:
     print(f"{strategy:10s} identity {mean:.3f} +- {se:.3f}   variety {moving:.3f}")
 print(f"real clips  variety {metrics.variety(clips.frames, clips.cuts).mean():.3f}")
 for strategy in ("keyframe", "explicit", "face_aware"):
-    d, se = effect(scores[strategy], scores["implicit"])
-    verdict = "helps" if d > max(0.05, 2 * se) else ("hurts" if d < -max(0.05, 2 * se) else "no clear difference")
-    print(f"{strategy} - implicit: {d:+.3f} +- {se:.3f} -> {verdict}")'''),
+    print(metrics.describe_effect(f"{strategy} - implicit", *effect(scores[strategy], scores["implicit"])))
+print(metrics.describe_effect("face_aware - explicit", *effect(scores["face_aware"], scores["explicit"])))'''),
     code('''fig = show_images(torch.cat([videos[s][0, ::3] for s in STRATEGIES]), ncols=len(videos["explicit"][0, ::3]),
                   suptitle="rows: " + ", ".join(STRATEGIES))
 fig.savefig(figure_path("06_strategies.png"), dpi=100)'''),
@@ -376,11 +407,32 @@ def render(strength):
     label.value = (f"strength {strength:.2f}: identity score <b>{per_video(o.frames)[0]:.3f}</b> "
                    "(3 references, then 4 frames)")
 
+# The slider has no readout of its own: typed into it, a 5 would become 1.5 without a word. The box beside it
+# takes any number and says so when one is out of range.
 slider = widgets.FloatSlider(value=1.0, min=0.0, max=1.5, step=0.1, description="identity_strength",
-                             continuous_update=False, style={"description_width": "initial"})
-slider.observe(lambda change: render(change["new"]), names="value")
+                             readout=False, continuous_update=False, style={"description_width": "initial"})
+box = widgets.FloatText(value=1.0, step=0.1, layout=widgets.Layout(width="70px"))
+
+
+def on_slider(change):
+    box.value = change["new"]
+    render(change["new"])
+
+
+def on_box(change):
+    if not slider.min <= change["new"] <= slider.max:
+        label.value = (f"<span style='color:#b00020'>identity_strength must be {slider.min:g}..{slider.max:g}, "
+                       f"got {change['new']:g}: not drawn; the slider stays at {slider.value:g}</span>")
+    elif change["new"] != slider.value:
+        slider.value = change["new"]  # on_slider draws it
+    elif "b00020" in label.value:  # back in range at the slider's value: draw it again, which clears the message
+        render(slider.value)
+
+
+slider.observe(on_slider, names="value")
+box.observe(on_box, names="value")
 render(slider.value)
-display(widgets.VBox([slider, label, view]))'''),
+display(widgets.VBox([widgets.HBox([slider, box]), label, view]))'''),
     md("""
 ## The trade-off, measured
 
@@ -403,29 +455,35 @@ for s in strengths:
     print(f"strength {s:.2f}: identity {mean:.3f} +- {se:.3f}, variety {sweep['variety'][-1]:.2f} x real")'''),
     code('''import matplotlib.pyplot as plt
 
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = plt.subplots(figsize=(5.5, 3))
 ax.errorbar(strengths, sweep["identity"], yerr=sweep["se"], marker="o", capsize=3, label="identity score")
-ax.plot(strengths, sweep["variety"], marker="s", label="variety / real variety")
 ax.axvspan(0.7, 0.85, color="orange", alpha=0.2, label="article's sweet spot")
-ax.set_ylim(-0.1, 1.5)
-ax.set_xlabel("identity_strength")
-ax.legend(fontsize=8)
+ax.set(xlabel="identity_strength", ylabel="identity score", ylim=(-0.1, 1.1))  # fixed axes: small looks small
+ax2 = ax.twinx()
+ax2.plot(strengths, sweep["variety"], marker="s", color="tab:green", label="variety / real variety")
+ax2.set(ylabel="variety / real variety", ylim=(0, 8))
+handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+ax.legend(handles=handles, fontsize=8, loc="lower right")
 ax.set_title("Identity vs variety (references only)")
 fig.tight_layout()
 fig.savefig(figure_path("06_strength.png"), dpi=100)'''),
     md("""
-Where does more strength stop helping? Below, the smallest strength whose score is within one standard
-error of the best one (more strength than that buys nothing measurable), and the effect of strength 1.0
-against 0.
+Where does more strength stop helping? Below, the smallest strength that is not lower than the best one by
+a difference that matters (more strength than that buys nothing that matters), and the effect of strength
+1.0 against 0.
 """),
     code('''best = max(range(len(strengths)), key=lambda i: sweep["identity"][i])
-enough = next(i for i in range(len(strengths)) if sweep["identity"][i] >= sweep["identity"][best] - sweep["se"][best])
-print(f"best strength {strengths[best]} ({sweep['identity'][best]:.3f}); "
-      f"strength {strengths[enough]} is already within one standard error of it")
+for i, s in enumerate(strengths):
+    if i != best:
+        print(metrics.describe_effect(f"strength {strengths[best]} - strength {s}",
+                                      *effect(sweep["per_video"][best], sweep["per_video"][i])))
+enough = next((i for i in range(len(strengths)) if i == best or metrics.effect_verdict(
+    *effect(sweep["per_video"][best], sweep["per_video"][i])).startswith("no difference")), best)
+print(f"best strength {strengths[best]} ({sweep['identity'][best]:.3f}); strength {strengths[enough]} is the "
+      "smallest not lower than it by a difference that matters")
 i1, i0 = strengths.index(1.0), strengths.index(0.0)
-d, se = effect(sweep["per_video"][i1], sweep["per_video"][i0])
-print(f"strength 1.0 - strength 0: {d:+.3f} +- {se:.3f} identity, "
-      f"variety {sweep['variety'][i1] - sweep['variety'][i0]:+.2f} x real")'''),
+print(metrics.describe_effect("strength 1.0 - strength 0", *effect(sweep["per_video"][i1], sweep["per_video"][i0])),
+      f"| variety {sweep['variety'][i1] - sweep['variety'][i0]:+.2f} x real")'''),
     md("""
 ## More references
 
@@ -439,8 +497,8 @@ for r in (1, 3, 5):
     by_refs[r] = per_video(o.frames)
     mean, se = metrics.mean_and_se(by_refs[r])
     print(f"{r} reference(s): identity {mean:.3f} +- {se:.3f}")
-d, se = effect(by_refs[3], by_refs[1])
-print(f"3 references - 1 reference: {d:+.3f} +- {se:.3f}")'''),
+print(metrics.describe_effect("3 references - 1 reference", *effect(by_refs[3], by_refs[1])))
+print(metrics.describe_effect("5 references - 3 references", *effect(by_refs[5], by_refs[3])))'''),
     md("""
 ## What we measured
 
@@ -514,14 +572,20 @@ fig = show_images(batch["frames"][:2].reshape(-1, 3, cfg.size, cfg.size).cpu(), 
 The model predicts **v** (Salimans & Ho), a mix of the noise and the clean frames:
 `v = sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * x0`, where `alpha_bar_t` is the scheduler's
 `alphas_cumprod[t]`. Write it for a batch `x0` of shape (B, ...) and timesteps `t` of shape (B,).
+
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("v_target")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("v_target")` shows a
+worked solution.
 """),
     code('''def my_v_target(x0, noise, alphas_cumprod, t):
-    # TODO (exercise): broadcast alpha_bar_t over the frame dimensions
-    ab = alphas_cumprod[t].reshape(-1, *[1] * (x0.ndim - 1))
-    return ab.sqrt() * noise - (1 - ab).sqrt() * x0'''),
-    code('''from labkit.exercises import check
+    # TODO (exercise): v for every sample at its own timestep t, broadcast over the frame dimensions
+    raise NotImplementedError("exercise v_target: write this function, then run the cell")'''),
+    code('''from labkit.exercises import check, hint, solution
 
-check("v_target", my_v_target)'''),
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_v_target = check("v_target", my_v_target).function'''),
     md("""
 ## Train
 
@@ -638,15 +702,18 @@ from labkit.synthfaces import make_clips, test_ids
 refs = make_clips(test_ids(8), num_frames=1, size=32, num_refs=3, generator=torch.Generator().manual_seed(0)).references
 mine = ReferenceConditionedGenerator(result["model"].to(device).eval(), make_scheduler("ddim"), recognizer=recognizer)
 shipped = ReferenceConditionedGenerator.from_shipped(device=device)
-rows = []
+rows, per_person = [], {}
 for name, pipe in (("yours", mine), ("shipped", shipped)):
     out = pipe.generate(reference_images=refs, num_frames=1, keyframe=False, strategy="explicit",
                         identity_strength=1.0, identity_guidance=2.0, num_inference_steps=10 if QUICK else 20,
                         generator=torch.Generator().manual_seed(0), check_faces=False, progress=False)
     rows.append(out.frames[:, 0].cpu())
-    mean, se = metrics.mean_and_se(metrics.identity_scores(out.frames.cpu(), refs, recognizer).mean(1))
+    per_person[name] = metrics.identity_scores(out.frames.cpu(), refs, recognizer).mean(1)
+    mean, se = metrics.mean_and_se(per_person[name])
     top1 = metrics.identification_top1(out.frames.cpu(), refs, recognizer)
     print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1:.2f}")
+print(metrics.describe_effect("shipped - yours (same 8 people)",
+                              *metrics.mean_and_se(per_person["shipped"] - per_person["yours"])))
 fig = show_images(torch.cat([refs[:, 0], *rows]), ncols=8,
                   suptitle="a reference / your cpu-learner model / the shipped model (references only)")
 fig.savefig(figure_path("08_samples.png"), dpi=100)'''),

@@ -160,7 +160,7 @@ print("fraction of each frame that is face:", clip.masks.mean(dim=(1, 2)).numpy(
 
 On real photos we do not get exact masks. A face detector such as MTCNN (notebook 03) gives a **box**
 `(x1, y1, x2, y2)` in pixel units, and the cheapest mask is "every pixel inside the box". Write
-`my_box_to_mask(box, height, width)` that returns a float tensor of shape `(height, width)`:
+`my_box_to_mask(box, height, width)` that returns a float32 tensor of shape `(height, width)`:
 
 - pixel (row `i`, column `j`) covers the square from `(j, i)` to `(j + 1, i + 1)`, so its **centre** is at
   `(j + 0.5, i + 0.5)`;
@@ -171,25 +171,26 @@ On real photos we do not get exact masks. A face detector such as MTCNN (noteboo
 Why centres, and why `<` on the far edge? Then a box from 2 to 6 covers exactly 4 pixels, two boxes that
 touch never share a pixel, and fractional boxes (detectors give those) are handled without rounding.
 
-The cell holds a working solution so that the notebook runs from top to bottom. **Replace its body with
-your own** and run the check: it tries your function on several boxes, including a tall thin one (x and y
-are not interchangeable), fractional coordinates, a box partly outside the image and an empty box.
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("box_to_mask")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("box_to_mask")` shows a
+worked solution.
+
+The check tries your function on several boxes, including a tall thin one (x and y are not
+interchangeable), edges exactly on pixel centres, a box partly outside the image and an empty box.
 """),
     code("""
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
 def my_box_to_mask(box, height, width):
-    # Exercise: replace this body with your own version, then run the cell.
-    x1, y1, x2, y2 = (float(v) for v in box)
-    cols = torch.arange(width) + 0.5    # pixel centres along x
-    rows = torch.arange(height) + 0.5   # pixel centres along y
-    inside_x = (cols >= x1) & (cols < x2)
-    inside_y = (rows >= y1) & (rows < y2)
-    return (inside_y[:, None] & inside_x[None, :]).float()
+    # TODO (exercise): a float (height, width) mask of the pixels whose centres lie in the box
+    raise NotImplementedError("exercise box_to_mask: write this function, then run the cell")
 
 
-check("box_to_mask", my_box_to_mask)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_box_to_mask = check("box_to_mask", my_box_to_mask).function
 """),
     md("""
 ### How much does a box overstate a face?
@@ -311,7 +312,7 @@ image to a 512-d unit vector, such that two photos of the same person point the 
 builds the measuring instrument and checks that it is trustworthy before anything else relies on it.
 
 In this notebook you will be able to:
-- find a face in a real photo with **MTCNN** and get its box, an aligned 160x160 crop and a mask;
+- find a face in a real photo with **MTCNN** and get its box, a 160x160 crop and a mask;
 - load facenet's **InceptionResnetV1** (vggface2 weights) when they are available, and understand the clear
   error you get offline;
 - embed synthetic faces with the course's own **synthfaces recognizer**;
@@ -327,8 +328,9 @@ In this notebook you will be able to:
 
 MTCNN is a small cascade of three CNNs that proposes face boxes, refines them and scores them. Its weights
 ship inside the facenet-pytorch wheel, so it works offline. `labkit.faces.detect_faces` wraps it and returns
-the boxes `(x1, y1, x2, y2)`, a probability per face, an aligned 160x160 crop (the input size facenet's
-recognizer expects) and a mask built from the box with `box_to_mask` (the function you wrote in 02).
+the boxes `(x1, y1, x2, y2)`, a probability per face, a 160x160 crop (the box cut out and resized to the
+input size facenet's recognizer expects: cropped, not *aligned*; nothing rotates the face to level the eyes)
+and a mask built from the box with `box_to_mask` (the function you wrote in 02).
 We try it on the astronaut photo that ships with scikit-image.
 """),
     code("""
@@ -355,7 +357,7 @@ axes[0].imshow(astronaut)
 axes[0].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=2))
 axes[0].set_title(f"MTCNN box, p = {det.probs[0]:.3f}")
 axes[1].imshow(to_uint8(det.crops[0]))
-axes[1].set_title("aligned 160x160 crop")
+axes[1].set_title("160x160 crop (cut and resized)")
 axes[2].imshow(astronaut)
 axes[2].imshow(det.masks[0], alpha=0.45, cmap="Reds")
 axes[2].set_title("mask from the box")
@@ -436,21 +438,26 @@ Why normalise even though the recognizer already returns unit vectors? Because y
 used on averaged embeddings and on identity tokens, which are not unit length: a longer vector must not
 look "more similar".
 
-The cell holds a working solution so that the notebook runs. **Replace its body with your own** and run the
-check: it compares your function with labkit's on rows of very different lengths, N != M, and a zero vector.
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("cosine_similarity_matrix")`
+explains what the failing cases mean (ask again for a more specific hint), and
+`solution("cosine_similarity_matrix")` shows a worked solution.
+
+The check compares your function with labkit's on rows of very different lengths, N != M, N = 1 and a
+zero vector.
 """),
     code("""
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
 def my_cosine_similarity_matrix(a, b, eps=1e-8):
-    # Exercise: replace this body with your own version, then run the cell.
-    a = a / a.norm(dim=1, keepdim=True).clamp_min(eps)
-    b = b / b.norm(dim=1, keepdim=True).clamp_min(eps)
-    return a @ b.T
+    # TODO (exercise): the (N, M) cosine similarities of every row of a with every row of b
+    raise NotImplementedError("exercise cosine_similarity_matrix: write this function, then run the cell")
 
 
-check("cosine_similarity_matrix", my_cosine_similarity_matrix)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_cosine_similarity_matrix = check("cosine_similarity_matrix", my_cosine_similarity_matrix).function
 """),
     md("""
 ### The similarity heatmap
@@ -629,8 +636,12 @@ look-alike's other face shape, eyes, nose and mouth differ by a few pixels: look
 ask yourself whether *you* would tell them apart at that size.
 """),
     code("""
-gain = table["baseline (no hard negatives)"]["look-alike"] - table["shipped (hard negatives)"]["look-alike"]
-print(f"hard negatives lower the look-alike's score by {gain:+.3f} on these {len(person)} people")
+# per person, so the two recognizers are compared person by person: the effect with its standard error, read
+# against the smallest difference in identity score that matters (metrics.MEANINGFUL_DIFFERENCE)
+per_person = {name: metrics.identity_scores(look.frames, real.references, rec).mean(1)
+              for name, rec in recognizers.items()}
+gain = metrics.mean_and_se(per_person["baseline (no hard negatives)"] - per_person["shipped (hard negatives)"])
+print(metrics.describe_effect(f"look-alike score, baseline - shipped ({len(person)} people)", *gain))
 print("the look-alike still scores", "above" if table["shipped (hard negatives)"]["look-alike"] > 0.5 else "below",
       "0.5, the course's limit for a score that reads faces rather than colours")
 """),

@@ -116,23 +116,26 @@ Write `my_bank_attention(latents, context, to_q, to_k, to_v, to_out, num_heads)`
 - queries from the latents; keys and values from `[context; latents]` along the token axis;
 - `num_heads` heads: split channels as `"b l (h c) -> b h l c"`, scaled dot-product attention, merge back,
   then `to_out`. Return `(B, T, D)`.
+
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("bank_attention")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("bank_attention")` shows a
+worked solution.
 """),
 ("code", r"""
 from einops import rearrange
 
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
 def my_bank_attention(latents, context, to_q, to_k, to_v, to_out, num_heads):
-    # TODO (exercise): queries from the bank; keys and values from [context; latents]
-    kv = torch.cat([context, latents], dim=1)
-    q, k, v = to_q(latents), to_k(kv), to_v(kv)
-    q, k, v = (rearrange(t, "b l (h c) -> b h l c", h=num_heads) for t in (q, k, v))
-    weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1)
-    return to_out(rearrange(weights @ v, "b h l c -> b l (h c)"))
+    # TODO (exercise): queries from the bank; keys and values from the face token(s) and the bank
+    raise NotImplementedError("exercise bank_attention: write this function, then run the cell")
 
 
-check("bank_attention", my_bank_attention)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_bank_attention = check("bank_attention", my_bank_attention).function
 """),
 ("md", r"""
 ## Several references
@@ -363,21 +366,24 @@ plus `token_masks` `(b, f, n)` and `identity_strength` `(b, 1, 1, 1)`. Return th
 
 1. rearrange to the temporal layout, add the temporal attention as a residual, rearrange back;
 2. add the identity branch, gated by the mask and scaled by the strength.
+
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("temporal_identity")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("temporal_identity")` shows a
+worked solution.
 """),
 ("code", r"""
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
 def my_temporal_identity(x, temporal_attention, identity_attention, token_masks, identity_strength):
-    b = x.shape[0]
-    # TODO (exercise): temporal residual in layout "(b n) f d", then the gated identity branch
-    h = rearrange(x, "b f n d -> (b n) f d")
-    h = h + temporal_attention(h)
-    x = rearrange(h, "(b n) f d -> b f n d", b=b)
-    return x + identity_strength * token_masks[..., None] * identity_attention(x)
+    # TODO (exercise): temporal residual along the frames of each patch, then the gated identity branch
+    raise NotImplementedError("exercise temporal_identity: write this function, then run the cell")
 
 
-check("temporal_identity", my_temporal_identity)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_temporal_identity = check("temporal_identity", my_temporal_identity).function
 """),
 ("md", r"""
 ## The whole block, checked against `nn.MultiheadAttention`
@@ -446,21 +452,24 @@ from labkit.common import to_uint8
 
 top = attention["with face masks"].mean(dim=(0, 1)).argmax().item()
 cols = min(num_frames, 4)
-fig, axes = plt.subplots(4, cols, figsize=(2.2 * cols, 9))
+fig, axes = plt.subplots(4, cols, figsize=(2.2 * cols + 1, 9), layout="constrained")
 vmax = max(u.max().item() for u in updates.values())
+# one colour scale per row, shown by its colorbar: the same colour means the same number in every frame
+amax = attention["with face masks"][:cols, :, top].max().item()
 for t in range(cols):
     axes[0, t].imshow(to_uint8(frames[0, t]))
     axes[0, t].set_title(f"frame {t}")
-    axes[1, t].imshow(attention["with face masks"][t, :, top].reshape(grid), cmap="magma")
+    att = axes[1, t].imshow(attention["with face masks"][t, :, top].reshape(grid), cmap="magma", vmin=0, vmax=amax)
     axes[1, t].set_title(f"attention to id token {top}", fontsize=8)
-    axes[2, t].imshow(updates["without masks"][t].reshape(grid), cmap="viridis", vmin=0, vmax=vmax)
+    upd = axes[2, t].imshow(updates["without masks"][t].reshape(grid), cmap="viridis", vmin=0, vmax=vmax)
     axes[2, t].set_title("update, no masks", fontsize=8)
     axes[3, t].imshow(updates["with face masks"][t].reshape(grid), cmap="viridis", vmin=0, vmax=vmax)
     axes[3, t].set_title("update, face masks", fontsize=8)
 for ax in axes.flat:
     ax.axis("off")
+fig.colorbar(att, ax=axes[1, :], shrink=0.9, label="attention weight")
+fig.colorbar(upd, ax=axes[2:, :], shrink=0.9, label="update size (norm)")
 fig.suptitle("Identity branch: attention everywhere, update only inside the face mask")
-fig.tight_layout()
 fig.savefig(figure_path("05_identity_attention_maps.png"), dpi=80)
 """),
 ("md", r"""
@@ -559,27 +568,26 @@ The article writes the loss with a Python loop over frames, calling the recogniz
   over frames and videos;
 - temporal term: squared distance between **adjacent** frames, averaged over the F-1 steps and videos;
 - return `reference + temporal_weight * temporal` (a scalar).
+
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("identity_loss")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("identity_loss")` shows a
+worked solution.
 """),
 ("code", r"""
 from einops import rearrange
 
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
 def my_identity_loss(generated_video, reference_faces, face_encoder, temporal_weight=0.5):
-    b, f = generated_video.shape[:2]
-    # TODO (exercise): one encoder call, mean reference, adjacent frames
-    images = torch.cat([rearrange(generated_video, "b f c h w -> (b f) c h w"),
-                        rearrange(reference_faces, "b r c h w -> (b r) c h w")])
-    emb = face_encoder(images)
-    frames = rearrange(emb[: b * f], "(b f) d -> b f d", b=b)
-    refs = rearrange(emb[b * f:], "(b r) d -> b r d", b=b)
-    reference = (frames - refs.mean(dim=1, keepdim=True)).square().sum(dim=-1).mean()
-    temporal = (frames[:, 1:] - frames[:, :-1]).square().sum(dim=-1).mean()
-    return reference + temporal_weight * temporal
+    # TODO (exercise): one encoder call, mean reference, adjacent frames; keep the gradient
+    raise NotImplementedError("exercise identity_loss: write this function, then run the cell")
 
 
-check("identity_loss", my_identity_loss)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_identity_loss = check("identity_loss", my_identity_loss).function
 """),
 ("md", r"""
 ## Against the article's loop, and the gradient
@@ -662,8 +670,12 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 for name, t in terms.items():
     axes[0].plot(t["reference_per_frame"][0].cpu(), marker="o", label=name)
     axes[1].plot(torch.arange(1, num_frames), t["temporal_per_step"][0].cpu(), marker="o", label=name)
-axes[0].set(title="reference term per frame", xlabel="frame t", ylabel="||f(v_t) - mean f(ref)||^2")
-axes[1].set(title="temporal term per step", xlabel="step t-1 -> t", ylabel="||f(v_t) - f(v_t-1)||^2")
+# fixed y axes, the same for both terms (both are squared distances between embeddings), so a small change
+# looks small
+axes[0].set(title="reference term per frame", xlabel="frame t", ylabel="||f(v_t) - mean f(ref)||^2",
+            ylim=(0, 3))
+axes[1].set(title="temporal term per step", xlabel="step t-1 -> t", ylabel="||f(v_t) - f(v_t-1)||^2",
+            ylim=(0, 3))
 axes[0].legend()
 fig.tight_layout()
 fig.savefig(figure_path("07_identity_loss_terms.png"), dpi=80)

@@ -64,13 +64,31 @@ print("shown from:", lab.history[-1][0])
 """),
     md("""
 The controls can also be moved from code. Bad input is refused with a message in the app (look for the red
-line under the controls), never a traceback: try typing 0 references, or identity 25.
+line under the controls), never a traceback: in the lab above, try typing 0 references, identity 25, or 5 in
+the box beside the identity_strength slider (the slider goes from 0 to 1.5; a 5 is refused, not quietly
+turned into 1.5).
+
+The cell below shows the same from code on a **second lab of its own** (`demo`, not displayed), so that
+running all the cells never moves the sliders of the lab above while you are using them.
 """),
     code("""
-lab.set(num_references=0)
-print("message:", lab.message.value)
-lab.set(num_references=3, identity_strength=0.4)
-print("strength 0.4 ->", round(lab.wait().figures["mean"], 3), "| message now:", repr(lab.message.value))
+import re
+
+demo = DriftLab()  # shares the generator and the shipped sweep with `lab`; has its own controls
+
+
+def message(app):
+    return re.sub("<[^>]+>", "", app.message.value) or "(none)"
+
+
+demo.set(num_references=0)
+print("0 references ->", message(demo))
+demo.set(num_references=3, identity_strength=5)
+print("identity_strength 5 ->", message(demo))
+demo.set(identity_strength=0.4)
+print("strength 0.4 ->", round(demo.wait().figures["mean"], 3), "| message now:", message(demo))
+demo.close()
+print("the lab above still shows:", lab.settings())
 """),
     md("""
 ## Four strategies, one benchmark
@@ -92,39 +110,63 @@ inside the face mask. Every video starts from the first reference as its keyfram
 for all four; what differs is what holds the identity *after* it. Every chunk's new frames start from pure
 noise; the previous chunk's last frames are given as context, so some identity is always carried forward in
 pixels. We measure each on held-out identities with `metrics.identity_scores`.
+
+**How we read a comparison.** Every setting is measured on the same identities with the same noise, so two
+settings are compared *pair by pair*: the effect is the mean of the per-video differences, with its standard
+error (`metrics.mean_and_se`), and the interval is the effect plus or minus two standard errors. It is read
+against **the smallest difference that matters**, `metrics.MEANINGFUL_DIFFERENCE` = 0.05 of the identity
+score (a twentieth of the way from a stranger to a real frame of the person): a verdict says *higher* or
+*lower* only when the whole interval lies beyond it, *no difference that matters* when the whole interval
+lies within it (however clearly it differs from 0), and *unclear* otherwise (`metrics.describe_effect`).
 """),
     code("""
 import numpy as np
 
 from labkit.widgets import STRATEGIES, STRATEGY_LABELS, DriftSettings, get_engine
 
+import torch
+
+from labkit.metrics import MEANINGFUL_DIFFERENCE, describe_effect, effect_verdict, mean_and_se
+
 engine = get_engine()  # the same generator, recognizer, ceiling and floor that the lab uses
-IDS = list(range(4)) if QUICK else list(range(12))
-SEEDS = [0] if QUICK else [0, 1]
+IDS = list(range(4)) if QUICK else list(range(8))
+SEEDS = [0]  # one seed per identity: more identities say more about a strategy than more seeds of the same ones
 STEPS = 10 if QUICK else 20
-print(f"{len(IDS)} held-out identities x {len(SEEDS)} seeds, {STEPS} DDIM steps per chunk")
+print(f"{len(IDS)} held-out identities x {len(SEEDS)} seed(s), {STEPS} DDIM steps per chunk; "
+      f"smallest difference that matters: {MEANINGFUL_DIFFERENCE} identity score")
+_measured = {}
 
 
 def measure(settings, **kwargs):
-    \"\"\"Each headline figure as (mean, standard error) over IDS x SEEDS, plus the mean per-frame curve.\"\"\"
+    \"\"\"Each headline figure as (mean, standard error) over IDS x SEEDS, plus the mean per-frame curve.
+    A setting measured before comes back from memory (the claims below share their baseline).\"\"\"
+    key = (settings.key(), tuple(sorted(kwargs.items())))
+    if key in _measured:
+        return _measured[key]
     results = [r for seed in SEEDS
                for r in engine.run(settings.replace(seed=seed), identities=IDS, steps=STEPS, **kwargs)]
     out = {"values": {}}
-    for key in results[0].figures:
-        values = np.array([r.figures[key] for r in results])
-        out[key] = (values.mean(), values.std(ddof=1) / np.sqrt(len(values)))
-        out["values"][key] = values  # one per (seed, identity), in the same order for every setting
+    for name in results[0].figures:
+        values = np.array([r.figures[name] for r in results])
+        out[name] = mean_and_se(torch.as_tensor(values))
+        out["values"][name] = values  # one per (seed, identity), in the same order for every setting
     out["curve"] = np.mean([r.normalised for r in results], axis=0)
     out["per_chunk"] = np.mean([r.extra["per_chunk"] for r in results], axis=0)
     out["cuts"], out["example"] = results[0].cuts, results[0]
+    _measured[key] = out
     return out
+
+
+def paired(a, b, key="mean"):
+    \"\"\"Effect of setting a over setting b: mean and standard error of a - b over the same (seed, identity).\"\"\"
+    return mean_and_se(torch.as_tensor(a["values"][key] - b["values"][key]))
 
 
 def pm(figure):
     return f"{figure[0]:.2f} ± {figure[1]:.2f}"
 """),
     code("""
-BASE = DriftSettings(identity_strength=0.8, num_references=3, num_chunks=3 if QUICK else 4)
+BASE = DriftSettings(identity_strength=0.8, num_references=3, num_chunks=4)
 by_strategy = {k: measure(BASE.replace(strategy=k)) for k in STRATEGIES}
 """),
     code("""
@@ -134,15 +176,26 @@ ARTICLE = {"implicit": ("Sora 2", "implicit, long context", "good for short clip
            "keyframe": ("Veo 3", "keyframe anchoring", "strong for human motion"),
            "explicit": ("Gen-4.5", "explicit identity injection", "best consistency in its class"),
            "face_aware": ("Kling 1.6", "face-aware attention", "strong for close-ups")}
-rows = ["| strategy | mirrors | article says | identity (mean ± se) | first chunk | last chunk | drift | variety |",
-        "|---|---|---|---|---|---|---|---|"]
+rows = ["| strategy | mirrors | article says | identity (mean ± se) | minus implicit (paired, ± se) | verdict | "
+        "first chunk | last chunk | drift | variety |", "|---|---|---|---|---|---|---|---|---|---|"]
 for k, m in by_strategy.items():
     who, method, claim = ARTICLE[k]
-    rows.append(f"| {k} | {who} ({method}) | {claim} | {pm(m['mean'])} | {m['first_chunk'][0]:.2f} | "
-                f"{m['last_chunk'][0]:.2f} | {m['drift'][0]:+.2f} | {m['variety'][0]:.3f} |")
+    d, se = paired(m, by_strategy["implicit"])
+    vs = f"{d:+.2f} ± {se:.2f}" if k != "implicit" else "-"
+    verdict = effect_verdict(d, se) if k != "implicit" else "-"
+    rows.append(f"| {k} | {who} ({method}) | {claim} | {pm(m['mean'])} | {vs} | {verdict} | "
+                f"{m['first_chunk'][0]:.2f} | {m['last_chunk'][0]:.2f} | {m['drift'][0]:+.2f} | "
+                f"{m['variety'][0]:.3f} |")
 display(Markdown("\\n".join(rows)))
-best = max(by_strategy, key=lambda k: by_strategy[k]["mean"][0])
-print(f"highest mean identity: {best}; identity score: 1 = real frames (ceiling), 0 = strangers or no face")
+print("identity score: 1 = real frames (ceiling), 0 = strangers or no face")
+for k in STRATEGIES[1:]:
+    print(describe_effect(f"{k} - implicit", *paired(by_strategy[k], by_strategy["implicit"])))
+ranked = sorted(by_strategy, key=lambda k: -by_strategy[k]["mean"][0])
+d, se = paired(by_strategy[ranked[0]], by_strategy[ranked[1]])
+print(describe_effect(f"best ({ranked[0]}) - runner-up ({ranked[1]})", d, se))
+print(f"so '{ranked[0]} is the best strategy' "
+      + ("holds" if effect_verdict(d, se).startswith("higher") else "is NOT established: the top two are not "
+         "separated by a difference that matters"))
 """),
     code("""
 import matplotlib.pyplot as plt
@@ -171,12 +224,11 @@ gives the keyframe (the first reference) back to the model every few chunks (`re
 the strategy. We extend videos to many chunks and plot the identity of each chunk.
 """),
     code("""
-LONG = BASE.replace(num_chunks=4 if QUICK else 6)
+LONG = BASE  # the strategies above already ran this long: their videos are reused here
 long_runs = {
     "implicit": measure(LONG.replace(strategy="implicit")),
     "implicit + re-anchor every 2": measure(LONG.replace(strategy="implicit"), reanchor_every=2),
     "face_aware": measure(LONG.replace(strategy="face_aware")),
-    "face_aware + re-anchor every 2": measure(LONG.replace(strategy="face_aware"), reanchor_every=2),
 }
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 for name, m in long_runs.items():
@@ -191,68 +243,65 @@ fig.savefig(figure_path("10_long_video.png"), dpi=80)
 for name, m in long_runs.items():
     print(f"{name:<32} first chunk {m['first_chunk'][0]:.2f}  last chunk {m['last_chunk'][0]:.2f}  "
           f"drift {pm(m['drift'])}")
+anchored, plain = long_runs["implicit + re-anchor every 2"], long_runs["implicit"]
+print(describe_effect("implicit, last chunk: re-anchored - not", *paired(anchored, plain, "last_chunk")))
+print(describe_effect("last chunk: face_aware - implicit re-anchored",
+                      *paired(long_runs["face_aware"], anchored, "last_chunk")))
 """),
     md("""
 ## Exercise: the identity of each chunk
 
 Drift is read chunk by chunk: the mean identity score of the frames each chunk produced. Write
-`chunk_means(scores, chunk_starts)`: `scores` is a (B, F) tensor of per-frame scores, `chunk_starts` the
+`my_chunk_means(scores, chunk_starts)`: `scores` is a (B, F) tensor of per-frame scores, `chunk_starts` the
 first frame of each chunk (increasing, starting at 0). Return a (B, number of chunks) tensor of the mean
 score of each chunk. A chunk with no frames (two equal starts) is left out.
 
-The cell holds a working solution so that the notebook runs from top to bottom. **Replace its body with your
-own** and run it: the checker compares your function with labkit's on several cases. Outside the notebook,
-`python -m labkit.exercises my_solutions.py` checks a file of your solutions.
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("chunk_means")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("chunk_means")` shows a
+worked solution.
+
+Outside the notebook, `python -m labkit.exercises my_solutions.py` checks a file of your solutions.
 """),
     code("""
 import torch
 
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
-def chunk_means(scores, chunk_starts):
-    # YOUR CODE HERE
-    bounds = list(chunk_starts) + [scores.shape[1]]
-    return torch.stack([scores[:, a:b].mean(dim=1) for a, b in zip(bounds[:-1], bounds[1:]) if b > a], dim=1)
+def my_chunk_means(scores, chunk_starts):
+    # TODO (exercise): the mean score of every non-empty chunk: (B, number of chunks)
+    raise NotImplementedError("exercise chunk_means: write this function, then run the cell")
 
 
-check("chunk_means", chunk_means)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_chunk_means = check("chunk_means", my_chunk_means).function
 """),
     md("""
 ## The practical advice, one claim at a time
 
 Creators who use these tools repeat three pieces of advice (the article's "practical implications"). Each is
-a claim we can test here, changing one thing and holding the rest. Every setting is measured on the same
-identities with the same seeds (the same noise), so we compare settings *pair by pair*: a claim counts as
-*borne out* when the mean paired difference is larger than twice its standard error **and** larger than
-0.05, the smallest difference in identity score we call meaningful: a difference can be statistically
-clear and still too small to matter.
+a claim we can test here, changing one thing and holding the rest, compared pair by pair as above. A claim
+counts as *borne out* only when the verdict says *higher*: the whole interval (the effect plus or minus two
+standard errors) lies above `MEANINGFUL_DIFFERENCE`. A difference can be statistically clear and still too
+small to matter; then the claim is not borne out *here*.
 
 **Claim 1: reference quality matters.** "High-resolution, well-lit references with neutral expressions give
 more consistent results; the noise propagates." We degrade the references with noise or blur.
 """),
     code("""
-MEANINGFUL = 0.05  # the smallest difference in identity score worth acting on
-
-
-def paired(a, b, key="mean"):
-    \"\"\"Mean and standard error of a - b over the same (seed, identity) pairs.\"\"\"
-    d = a["values"][key] - b["values"][key]
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-
-
 def verdict(a, b, what):
-    \"\"\"Is setting a's identity above setting b's by more than 2 standard errors of the paired difference?\"\"\"
+    \"\"\"Is setting a's identity above setting b's by more than the smallest difference that matters?\"\"\"
     diff, se = paired(a, b)
-    held = diff > max(2 * se, MEANINGFUL)
-    print(f"{what}: difference {diff:+.3f} (2 se = {2 * se:.3f}, meaningful >= {MEANINGFUL}) -> "
-          f"{'borne out' if held else 'NOT borne out'}")
+    held = effect_verdict(diff, se).startswith("higher")
+    print(describe_effect(what, diff, se))
+    print("  so the claim is", "borne out" if held else "NOT borne out here")
     return held
 
 
 QUALITY = BASE.replace(strategy="face_aware", num_chunks=2)
-qualities = ["clean", "very noisy", "very blurred"] if QUICK else ["clean", "noisy", "very noisy", "blurred",
-                                                                  "very blurred"]
+qualities = ["clean", "very noisy", "very blurred"]
 by_quality = {q: measure(QUALITY.replace(reference_quality=q)) for q in qualities}
 for q, m in by_quality.items():
     print(f"{q:<13} identity {pm(m['mean'])}")
@@ -264,7 +313,7 @@ claim1 = verdict(by_quality["clean"], by_quality[worst], f"clean vs {worst} refe
 The generator averages the references' embeddings, and the first reference is also the keyframe.
 """),
     code("""
-counts = [1, 3, 5] if QUICK else [1, 2, 3, 4, 5]
+counts = [1, 3, 5]
 by_count = {n: measure(QUALITY.replace(num_references=n)) for n in counts}
 for n, m in by_count.items():
     print(f"{n} reference(s): identity {pm(m['mean'])}")
@@ -277,8 +326,9 @@ unable to show natural expression; too low and drift comes back." Two measuremen
 full slider range for one identity and every strategy.
 """),
     code("""
-strengths = [0.0, 0.4, 0.8, 1.2, 1.5] if QUICK else [0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 1.0, 1.2, 1.5]
+strengths = [0.0, 0.4, 0.8, 1.2, 1.5]
 by_strength = {s: measure(QUALITY.replace(identity_strength=s)) for s in strengths}
+VARIETY_TOP = 0.1  # fixed axes: a 0.003 change in variety must look as small as it is
 fig, ax1 = plt.subplots(figsize=(6.5, 3.2))
 ax1.errorbar(strengths, [by_strength[s]["mean"][0] for s in strengths],
              [by_strength[s]["mean"][1] for s in strengths], fmt="o-", color="tab:blue", label="identity")
@@ -286,7 +336,7 @@ ax1.axvspan(0.7, 0.85, color="gold", alpha=0.3, label="claimed sweet spot")
 ax1.set(xlabel="identity_strength", ylabel="identity score", ylim=(-0.1, 1.05))
 ax2 = ax1.twinx()
 ax2.plot(strengths, [by_strength[s]["variety"][0] for s in strengths], "s--", color="tab:orange", label="variety")
-ax2.set_ylabel("variety (pixel change within a shot)")
+ax2.set(ylabel="variety (pixel change within a shot)", ylim=(0, VARIETY_TOP))
 handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
 ax1.legend(handles=handles, fontsize=7, loc="lower left")
 ax1.set_title("face_aware, 3 clean references")
@@ -308,6 +358,7 @@ if data_path(SWEEP_FILE).exists():
         axes[0].plot([p[0] for p in pts], [p[1] for p in pts], ".-", label=STRATEGY_LABELS[k])
         axes[1].plot([p[0] for p in pts], [p[2] for p in pts], ".-", label=STRATEGY_LABELS[k])
     axes[0].set_ylim(-0.1, 1.05)
+    axes[1].set_ylim(0, VARIETY_TOP)
     for ax, label in zip(axes, ["identity score", "variety"]):
         ax.axvspan(0.7, 0.85, color="gold", alpha=0.3)
         ax.set(xlabel="identity_strength", ylabel=label)
@@ -321,12 +372,20 @@ else:
     code("""
 best = max(strengths, key=lambda s: by_strength[s]["mean"][0])
 gaps = {s: paired(by_strength[best], by_strength[s]) for s in strengths}
-near_best = [s for s in strengths if gaps[s][0] <= 2 * gaps[s][1]]
+# as good as the best: not lower than it by a difference that matters (lower, or unclear, counts against)
+near_best = [s for s in strengths if s == best or effect_verdict(*gaps[s]).startswith("no difference")]
 spot = [s for s in strengths if 0.7 <= s <= 0.85]
-rigid = by_strength[max(strengths)]["variety"][0] < 0.8 * by_strength[spot[0]]["variety"][0]
-print(f"identity is highest at strength {best}; statistically as high at {near_best}")
-print(f"variety at {max(strengths)} vs {spot[0]}: {by_strength[max(strengths)]['variety'][0]:.3f} vs "
-      f"{by_strength[spot[0]]['variety'][0]:.3f} -> {'more rigid' if rigid else 'not clearly more rigid'}")
+print(f"identity is highest at strength {best}; within {MEANINGFUL_DIFFERENCE} of it (whole interval) at {near_best}")
+for s in strengths:
+    if s != best:
+        print("  " + describe_effect(f"strength {best} - strength {s}", *gaps[s]))
+top, at_spot = by_strength[max(strengths)], by_strength[spot[0]]
+dv, dv_se = paired(top, at_spot, "variety")
+RIGID = 0.2  # the smallest loss of variety that matters: a fifth of the sweet spot's variety
+rigid = dv + 2 * dv_se < -RIGID * at_spot["variety"][0]
+print(f"variety at {max(strengths)} - variety at {spot[0]}: {dv:+.4f} ± {dv_se:.4f} (a loss matters beyond "
+      f"{RIGID * at_spot['variety'][0]:.4f}, a fifth of {at_spot['variety'][0]:.3f}) -> "
+      f"{'more rigid' if rigid else 'not more rigid by an amount that matters'}")
 claim3 = any(s in near_best for s in spot) and min(near_best) >= 0.6 and rigid
 print("claim 3 (sweet spot 0.7-0.85, rigid above):", "borne out" if claim3 else "NOT borne out as stated")
 """),
@@ -341,11 +400,16 @@ pair by pair?
 """),
     code("""
 token_effect, token_se = paired(by_strength[max(strengths)], by_strength[0.0])
-reads_tokens = abs(token_effect) > max(2 * token_se, MEANINGFUL)
-print(f"identity at strength {max(strengths)} minus identity at strength 0: {token_effect:+.4f} "
-      f"(2 se = {2 * token_se:.4f})")
-print("this checkpoint's videos", "depend on its identity tokens by a meaningful amount" if reads_tokens else
-      "do NOT depend on its identity tokens by a meaningful amount: the identity comes from the keyframe's pixels")
+reading = effect_verdict(token_effect, token_se)
+reads_tokens = reading.startswith(("higher", "lower"))
+print(describe_effect(f"identity at strength {max(strengths)} - at strength 0", token_effect, token_se))
+if reads_tokens:
+    print("this checkpoint's videos depend on its identity tokens by more than the smallest difference that matters")
+elif reading.startswith("no difference"):
+    print("this checkpoint's videos do NOT depend on its identity tokens by a difference that matters: "
+          "the identity comes from the keyframe's pixels")
+else:
+    print("unclear whether this checkpoint's videos depend on its identity tokens: more identities would tell")
 """),
     md("""
 ### Reading the answers
@@ -377,11 +441,11 @@ summary = {
     "highest identity (strategy)": f"{top}: {pm(by_strategy[top]['mean'])}",
     "lowest identity (strategy)": f"{low}: {pm(by_strategy[low]['mean'])}",
     f"drift over {LONG.num_chunks} chunks, implicit": pm(plain["drift"]),
-    "... re-anchored every 2 chunks": f"{pm(anchored['drift'])} (paired: {paired(anchored, plain, 'drift')[0]:+.3f})",
+    "... re-anchored every 2 chunks": f"{pm(anchored['drift'])} (paired: {pm(paired(anchored, plain, 'drift'))})",
     "claim 1 (reference quality matters)": "borne out" if claim1 else "not borne out",
     "claim 2 (3 references beat 1)": "borne out" if claim2 else "not borne out",
     "claim 3 (sweet spot 0.7-0.85)": "borne out" if claim3 else "not borne out",
-    "videos depend on the identity tokens": f"{'yes' if reads_tokens else 'no'} ({token_effect:+.4f})",
+    "videos depend on the identity tokens": f"{reading} ({token_effect:+.3f} ± {token_se:.3f})",
 }
 for k, v in summary.items():
     print(f"{k:<38} {v}")
@@ -497,21 +561,25 @@ Routing lets each character's face region attend **only** to that character's id
   the owner of l covers at least `threshold` of patch n. A patch that belongs to no face gets a row of False
   (the attention block then gives it no identity update at all).
 
-The cell holds a working solution so that the notebook runs from top to bottom. **Replace its body with your
-own** and run it: the checker compares your function with labkit's on several cases. Outside the notebook,
-`python -m labkit.exercises my_solutions.py` checks a file of your solutions.
+The cell below is a stub: **replace `raise NotImplementedError(...)` with your code** and run the check. It
+prints PASS or FAIL for each case; until every case passes, the rest of the notebook uses labkit's own
+implementation, so the notebook runs either way. After a failed check, `hint("region_routing_mask")`
+explains what the failing cases mean (ask again for a more specific hint), and `solution("region_routing_mask")` shows a
+worked solution.
+
+Outside the notebook, `python -m labkit.exercises my_solutions.py` checks a file of your solutions.
 """),
     code("""
-from labkit.exercises import check
+from labkit.exercises import check, hint, solution
 
 
 def my_region_routing_mask(character_masks, token_character, threshold=0.5):
-    # YOUR CODE HERE
-    in_region = (character_masks >= threshold).permute(0, 1, 3, 2)  # (B, F, N, C)
-    return in_region[..., token_character]
+    # TODO (exercise): a bool (B, F, N, L) mask: may patch n attend to identity token l?
+    raise NotImplementedError("exercise region_routing_mask: write this function, then run the cell")
 
 
-check("region_routing_mask", my_region_routing_mask)
+# yours once every case passes, labkit's own until then: the notebook runs either way
+my_region_routing_mask = check("region_routing_mask", my_region_routing_mask).function
 """),
     md("""
 ## Bleed in the attention of the trained model
@@ -645,8 +713,9 @@ side = face_pixels**0.5
 print(f"each face covers {face_pixels:.0f} of the {SIZE * SIZE} pixels (about {side:.0f}x{side:.0f})")
 generated = {mode: generate_scene(mode) for mode in MODES}
 later = masks[:, 1:]
-pixel = {mode: bleed_and_swap(scene_similarity(recognizer, video, later, ref_emb)) for mode, video in generated.items()}
-pixel["real scenes (ceiling)"] = bleed_and_swap(scene_similarity(recognizer, frames[:, 1:], later, ref_emb))
+sims = {mode: scene_similarity(recognizer, video, later, ref_emb) for mode, video in generated.items()}
+sims["real scenes (ceiling)"] = scene_similarity(recognizer, frames[:, 1:], later, ref_emb)
+pixel = {mode: bleed_and_swap(sim) for mode, sim in sims.items()}
 for mode, m in pixel.items():
     print(f"{mode:>22}: own {m['own']:.3f}  bleed {m['bleed']:.3f}  own - bleed {m['own'] - m['bleed']:+.3f}  "
           f"swap rate {m['swap_rate']:.1%}")
@@ -681,10 +750,28 @@ for mode in MODES:
 m = pixel["real scenes (ceiling)"]
 rows.append(f"| real scenes | - | {m['own']:.3f} | {m['bleed']:.3f} | {m['swap_rate']:.1%} |")
 display(Markdown("\\n".join(rows)))
-tokens_effect = pixel["concat"]["own"] - pixel["none"]["own"]
-routing_effect = pixel["routed"]["bleed"] - pixel["concat"]["bleed"]
-print(f"identity tokens (concat) vs none: own {tokens_effect:+.4f}; routed vs concat: bleed {routing_effect:+.4f}, "
-      f"swap rate {pixel['routed']['swap_rate'] - pixel['concat']['swap_rate']:+.1%}")
+from labkit.metrics import MEANINGFUL_DIFFERENCE, describe_effect, mean_and_se
+
+eye = torch.eye(2, dtype=torch.bool)
+
+
+def per_scene(sim):
+    \"\"\"own, bleed and swap rate of every scene (B,), so that two modes are compared scene by scene.\"\"\"
+    swapped = (sim.argmax(-1) != torch.arange(2)).float()
+    return {"own": sim[..., eye].mean((1, 2)), "bleed": sim[..., ~eye].mean((1, 2)), "swap_rate": swapped.mean((1, 2))}
+
+
+# own and bleed are cosines: the smallest difference that matters is MEANINGFUL_DIFFERENCE of the way from a
+# stranger (floor) to a real frame (ceiling), in cosine; for the swap rate, that many percentage points
+levels = recognizer.score_levels[str(SIZE)]
+in_cosine = MEANINGFUL_DIFFERENCE * (levels["ceiling"] - levels["floor"])
+smallest = {"own": in_cosine, "bleed": in_cosine, "swap_rate": MEANINGFUL_DIFFERENCE}
+scene_values = {mode: per_scene(sim) for mode, sim in sims.items()}
+print(f"{NUM_SCENES} scenes; smallest differences that matter: {smallest['own']:.3f} cosine, "
+      f"{smallest['swap_rate']:.0%} swap rate")
+for a, b, key in [("concat", "none", "own"), ("routed", "concat", "bleed"), ("routed", "concat", "swap_rate")]:
+    d, se = mean_and_se(scene_values[a][key] - scene_values[b][key])
+    print(describe_effect(f"{key}: {a} - {b}", d, se, smallest=smallest[key]))
 """),
     md("""
 **Question.** Routing removes other characters' tokens from a region's identity attention, but the region's

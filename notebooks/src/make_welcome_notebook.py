@@ -27,7 +27,7 @@ It runs in well under a minute on a laptop CPU.
 
 device = get_device()
 seed_everything(0)
-print(device, "quick mode" if QUICK else "full mode")'''),
+print(device, "quick mode" if QUICK else "normal mode")'''),
 ("md", r"""
 ## 1. Your set-up
 
@@ -172,7 +172,8 @@ display(widgets.VBox([drift_slider, readout, strip_view]))'''),
 ## 3. A real face
 
 Real photos use real tools. facenet-pytorch's **MTCNN** finds faces and returns a box, a confidence, and a
-160x160 crop aligned the way face recognizers expect. Its weights ship inside the pip package, so this works
+160x160 crop of the box, resized to the input size of facenet's recognizer (cropped and resized, not
+aligned: nothing rotates the face to level the eyes). Its weights ship inside the pip package, so this works
 offline. scikit-image ships a photo of the astronaut Eileen Collins that we can use anywhere.
 """),
 ("code", '''from skimage import data
@@ -192,7 +193,7 @@ x0, y0, x1, y1 = found.boxes[0].tolist()
 ax_photo.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=2))
 ax_photo.set_title(f"MTCNN: p = {float(found.probs[0]):.3f}")
 ax_crop.imshow(to_uint8(found.crops[0]))
-ax_crop.set_title(f"aligned crop {tuple(found.crops.shape[-2:])}")
+ax_crop.set_title(f"crop, resized to {tuple(found.crops.shape[-2:])}")
 for ax in (ax_photo, ax_crop):
     ax.axis("off")
 fig.tight_layout()

@@ -14,16 +14,20 @@ from labkit.common import REPO_URL
 NOTEBOOKS = Path(__file__).resolve().parent.parent
 
 SETUP = f'''# Setup: on Colab this installs labkit from its repository; anywhere else it does nothing.
+# Quick mode (less work: for a slow machine, or Binder's 2 GB): uncomment the next line before running any cell
+# (or restart the kernel after). Anywhere: Colab, Binder, JupyterLab.
+# %env LABKIT_QUICK=1
 import sys
 
 if "google.colab" in sys.modules:
     %pip install -q "labkit @ git+{REPO_URL}"'''
 
-DEVICE = '''from labkit.common import QUICK, get_device, seed_everything
+DEVICE = '''from labkit.common import QUICK, get_device, seed_everything, use_one_cpu_thread
 
 device = get_device()
 seed_everything(0)
-print(device, "quick mode" if QUICK else "full mode")'''
+use_one_cpu_thread(device)  # steadier on a shared CPU; help(use_one_cpu_thread) says why
+print(device, "quick mode" if QUICK else "normal mode")'''
 
 
 def md(text):
