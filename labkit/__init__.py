@@ -5,13 +5,12 @@ stays fast and touches neither torch nor the network.
 """
 
 import importlib
+from pathlib import Path
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {
-    "common", "synthfaces", "faces", "exercises", "identity", "attention", "losses",
-    "model", "pipeline", "processors", "train", "metrics", "widgets", "run_notebooks",
-}
+# Every module of the package, by file name.
+_SUBMODULES = {p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_")}
 
 
 def __getattr__(name):

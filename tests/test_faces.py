@@ -1,5 +1,7 @@
 """The face toolkit: MTCNN on a real photo, the frozen recognizers, their weights and their failure modes."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import faces, synthfaces
+from labkit import face_verification, faces, recognizer_training, synthfaces
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,7 @@ def test_same_identity_is_closer_than_different_identities(recognizer):
 
 
 def test_verification_figures_on_held_out_identities(recognizer):
-    r = faces.verification_report(recognizer, size=32, num_identities=60, images_per_identity=3)
+    r = face_verification.verification_report(recognizer, size=32, num_identities=60, images_per_identity=3)
     assert r["eer"] <= 0.05 and r["roc_auc"] > 0.98
     assert r["ceiling"] > r["floor"] + 0.3 and r["ceiling_cut"] > r["floor_cut"] + 0.3
     assert r["ceiling"] >= r["ceiling_cut"], "a cut changes more than a pose does"
@@ -251,8 +253,8 @@ def test_face_check_passes_real_renders_and_refuses_what_a_failing_generator_dra
     real = make_clips(test_ids(100, offset=11_000), num_frames=1, size=32, num_refs=2, generator=g).references
     real = real.flatten(0, 1)
     p_real = faces.embed_with_face_probability(rec, real)[1]
-    p_not = faces.embed_with_face_probability(rec, faces.not_faces(real, g))[1]
-    p_corrupt = faces.embed_with_face_probability(rec, faces.corrupted_faces(real, g))[1]
+    p_not = faces.embed_with_face_probability(rec, recognizer_training.not_faces(real, g))[1]
+    p_corrupt = faces.embed_with_face_probability(rec, recognizer_training.corrupted_faces(real, g))[1]
     assert (p_real >= faces.NOT_A_FACE_BELOW).all() and (p_real >= 0.5).float().mean() >= 0.97
     assert p_not.mean() < 0.1 and p_corrupt.mean() < 0.2
 
@@ -260,3 +262,13 @@ def test_face_check_passes_real_renders_and_refuses_what_a_failing_generator_dra
 def test_the_baseline_recognizer_ships_for_the_look_alike_comparison():
     base = faces.FaceRecognitionBackbone("synthfaces-baseline")
     assert base.has_face_check and base.score_levels["32"]["ceiling"] > base.score_levels["32"]["floor"]
+
+
+def test_labkit_faces_imports_no_higher_floor():
+    assert faces.detect_faces.__module__ == "labkit.face_detection"
+    assert not hasattr(faces, "train_recognizer") and not hasattr(faces, "verification_metrics")
+    code = ("import sys, labkit.faces; print(sorted(m for m in sys.modules if m.startswith('labkit.') "
+            "or m in ('facenet_pytorch', 'sklearn')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['labkit.common', 'labkit.face_detection', 'labkit.faces']"
+

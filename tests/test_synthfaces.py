@@ -68,7 +68,7 @@ def test_yaw_moves_features_non_rigidly():
     nu = sf.sample_nuisances(2, _g(), yaw=torch.tensor([0.0, 0.6]), roll=0.0, pitch=0.0, zoom=1.0,
                              shift_x=0.0, shift_y=0.0, smile=0.0, blink=0.0, mouth_open=0.0, brightness=1.0,
                              light_strength=0.0)
-    layers = sf._character_layers(t, nu, 128)  # canonical camera, 128 pixels: 1 unit = 64 pixels
+    layers = sf.character_layers(t, nu, 128)  # canonical camera, 128 pixels: 1 unit = 64 pixels
     face = layers[:, 4]
     cols = torch.arange(128).float()
     face_cx = [(f.sum(0) * cols).sum() / f.sum() for f in face]
@@ -138,3 +138,32 @@ def test_dataset_items_are_the_same_in_any_worker():
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_the_drawing_is_the_one_the_shipped_models_were_trained_on():
+    """The recognizer and the video model in data/ learnt these pictures: any change to the drawing shows here."""
+    img, mask = sf.render_faces(sf.train_ids(16), 64, _g())
+    assert img.double().mean().item() == pytest.approx(-0.06595763, abs=2e-6)
+    assert img.double().abs().mean().item() == pytest.approx(0.44219907, abs=2e-6)
+    assert img[:, 2].double().mean().item() == pytest.approx(-0.11205384, abs=2e-6)
+    assert mask.double().sum().item() == pytest.approx(11319.165, abs=0.05)
+
+
+def test_hair_styles_name_every_number_of_their_row():
+    from labkit.synth_styles import HAIR_STYLE_SHAPES, HairStyle
+
+    assert sf.HAIR_STYLES == tuple(HAIR_STYLE_SHAPES)
+    for name, style in HAIR_STYLE_SHAPES.items():
+        assert len(style) == len(HairStyle._fields), name
+        assert style.cap in (0, 1) and style.back_hair in (0, 1) and style.bun in (0, 1), name
+    assert HAIR_STYLE_SHAPES["bald"].cap == 0 and HAIR_STYLE_SHAPES["bun"].bun == 1
+
+
+def test_the_world_imports_nothing_above_it():
+    import subprocess
+    import sys
+
+    code = "import sys, labkit.synthfaces; print(sorted(m for m in sys.modules if m.startswith('labkit.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == str(sorted(["labkit.common", "labkit.synth_clips", "labkit.synth_drawing",
+                                         "labkit.synth_styles", "labkit.synth_traits", "labkit.synthfaces"]))

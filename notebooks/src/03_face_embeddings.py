@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from labkit import faces, synthfaces
+from labkit import face_verification, faces, synthfaces
 from labkit.common import figure_path, show_images, to_uint8
 
 astronaut = data.astronaut()                       # (512, 512, 3) uint8
@@ -243,7 +243,7 @@ v_sim = my_cosine_similarity_matrix(v_emb, v_emb)
 pair = torch.triu(torch.ones_like(v_sim, dtype=torch.bool), diagonal=1)      # each pair once
 same_id = v_ids[:, None] == v_ids[None, :]
 genuine, impostor = v_sim[same_id & pair].numpy(), v_sim[~same_id & pair].numpy()
-report = faces.verification_metrics(genuine, impostor)
+report = face_verification.verification_metrics(genuine, impostor)
 print(f"{len(genuine)} genuine and {len(impostor)} impostor pairs of {n_verify} held-out identities")
 print(f"ROC-AUC {report['roc_auc']:.4f}   EER {100 * report['eer']:.2f}%   "
       f"TAR@FAR=1e-3 {100 * report['tar_at_far_1e-3']:.1f}%")
@@ -272,7 +272,7 @@ fig.savefig(figure_path("03_verification_hist.png"), dpi=80)
 # for "a stranger".
 
 # %%
-levels = faces.identity_levels(backbone, size=64, num_identities=24 if QUICK else 48, num_frames=8)
+levels = face_verification.cosine_ceiling_and_floor(backbone, size=64, num_identities=24 if QUICK else 48, num_frames=8)
 print(f"no cut:     ceiling {levels['ceiling']:.3f}   floor {levels['floor']:.3f}   gap {levels['gap']:.3f}")
 print(f"across cut: ceiling {levels['ceiling_cut']:.3f}   floor {levels['floor_cut']:.3f}   "
       f"gap {levels['gap_cut']:.3f}")
