@@ -21,24 +21,19 @@ its blocks, so the block itself is equivariant to permuting frames, which the te
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from labkit.token_ops import multihead_sdpa, pool_to_grid, split_heads
 
 __all__ = [
     "IdentityAwareAttention", "MultiheadReferenceAttention", "SelfAttention", "IdentityCrossAttention",
     "masks_to_tokens", "temporal_and_masked_identity", "check_strength", "benchmark",
 ]
-
-
-def _heads_attention(q, k, v, num_heads: int, attn_mask=None):
-    """Multi-head SDPA on (batch, seq, dim) tensors; ``attn_mask`` (batch, 1, Lq, Lk) bool, True = attend."""
-    q, k, v = (rearrange(t, "b l (h c) -> b h l c", h=num_heads) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    return rearrange(out, "b h l c -> b l (h c)")
 
 
 class SelfAttention(nn.Module):
@@ -58,7 +53,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.to_qkv(x).chunk(3, dim=-1)
-        return self.to_out(_heads_attention(q, k, v, self.num_heads))
+        return self.to_out(multihead_sdpa(q, k, v, self.num_heads))
 
 
 class IdentityCrossAttention(nn.Module):
@@ -85,12 +80,12 @@ class IdentityCrossAttention(nn.Module):
             # An all-False row would make softmax divide 0 by 0. Let it attend everywhere, then zero it.
             empty_rows = ~attn_mask.any(dim=-1, keepdim=True)
             attn_mask = (attn_mask | empty_rows).unsqueeze(1)
-        out = self.to_out(_heads_attention(q, k, v, self.num_heads, attn_mask))
+        out = self.to_out(multihead_sdpa(q, k, v, self.num_heads, attn_mask))
         if empty_rows is not None:
             out = out.masked_fill(empty_rows, 0.0)  # after to_out, so its bias does not leak in either
         if not record:
             return out, None
-        qh, kh = (rearrange(t, "b l (h c) -> b h l c", h=self.num_heads) for t in (q, k))
+        qh, kh = split_heads(q, self.num_heads), split_heads(k, self.num_heads)
         logits = qh @ kh.transpose(-1, -2) / math.sqrt(qh.shape[-1])
         if attn_mask is not None:
             logits = logits.masked_fill(~attn_mask, float("-inf"))
@@ -103,8 +98,9 @@ class IdentityCrossAttention(nn.Module):
 def masks_to_tokens(face_masks: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
     """Face masks at pixel (B, F, H, W) or token (B, F, N) resolution -> soft token masks (B, F, N).
 
-    Pixel masks are area-averaged onto the ``grid`` (h, w), so a token's value is the fraction of its
-    patch covered by the face: binary masks get soft edges, soft masks stay soft.
+    Pixel masks are area-averaged onto the ``grid`` (h, w) (:func:`labkit.token_ops.pool_to_grid`), so a
+    token's value is the fraction of its patch covered by the face: binary masks get soft edges, soft masks
+    stay soft.
     """
     h, w = grid
     if face_masks.dim() not in (3, 4) or face_masks.shape[1] != num_frames:
@@ -116,15 +112,11 @@ def masks_to_tokens(face_masks: torch.Tensor, num_frames: int, grid: tuple[int, 
             raise ValueError(f"token-resolution face_masks must have N={h * w} tokens for grid {grid}, "
                              f"got shape {tuple(face_masks.shape)}")
         return masks
-    if masks.shape[-2:] != (h, w):
-        masks = F.adaptive_avg_pool2d(masks, (h, w))
-    return rearrange(masks, "b f h w -> b f (h w)")
+    return pool_to_grid(masks, grid)
 
 
 def check_strength(identity_strength, batch: int, device) -> torch.Tensor:
     """``identity_strength`` as a float or a tensor () or (B,) -> tensor (B, 1, 1, 1); rejects <0 and NaN."""
-    import numbers
-
     if not torch.is_tensor(identity_strength) and not isinstance(identity_strength, numbers.Real):
         raise TypeError(f"identity_strength must be a float or a tensor (B,), got {type(identity_strength).__name__}")
     s = torch.as_tensor(identity_strength, dtype=torch.float32, device=device)

@@ -7,6 +7,7 @@ read :data:`QUICK` and scale their work with it.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import io
 import os
 import random
@@ -14,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 #: The one place the repository URL is written. The Colab setup cell of each notebook installs from it.
 REPO_URL = "https://github.com/character-consistency-lab/labkit"
@@ -24,8 +27,6 @@ QUICK = os.environ.get("LABKIT_QUICK", "0").strip().lower() in {"1", "true", "ye
 
 def get_device(prefer: str | None = None):
     """The best device here: CUDA, then Apple's MPS, then the CPU. ``prefer`` forces one (e.g. "cpu")."""
-    import torch
-
     if prefer is not None:
         return torch.device(prefer)
     if torch.cuda.is_available():
@@ -37,8 +38,6 @@ def get_device(prefer: str | None = None):
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (all devices) so that a notebook gives the same figures twice."""
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -53,8 +52,6 @@ def use_one_cpu_thread(device=None) -> int:
     two chunks of eight videos). One thread keeps a notebook's time steady. On a GPU nothing changes.
     Notebook 08 trains on this one thread too (``labkit.train`` leaves a single process's threads alone).
     """
-    import torch
-
     if device is None or torch.device(device).type == "cpu":
         torch.set_num_threads(1)
     return torch.get_num_threads()
@@ -102,8 +99,6 @@ def has_ffmpeg() -> bool:
 
 def gif_bytes(frames, fps: int = 8, scale: int = 2) -> bytes:
     """Encode frames (F, 3, H, W) in [-1, 1] as an animated GIF with Pillow (no ffmpeg needed)."""
-    from PIL import Image
-
     arr = to_uint8(frames)
     images = [Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST) for a in arr]
     buf = io.BytesIO()
@@ -128,6 +123,7 @@ def show_video(frames, fps: int = 8, title: str | None = None, scale: int | None
     says so in one line, so the frames are always visible. ``scale`` (default: :func:`display_scale`, at
     least 256 screen pixels high) enlarges every pixel to a scale x scale block.
     """
+    # IPython and mediapy only where a video is shown (a notebook); mediapy only once ffmpeg is found.
     from IPython.display import Image as IPImage
     from IPython.display import display
 
@@ -178,7 +174,7 @@ def image_strip(frames, ncols: int | None = None, pad: int = 1) -> np.ndarray:
 
 def show_images(images, titles=None, ncols: int | None = None, size: float = 1.6, suptitle: str | None = None):
     """Plot images (N, 3, H, W) in [-1, 1] in a grid with optional titles; returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here, not at the top: pyplot picks a backend when first imported
 
     arr = to_uint8(images)
     n = len(arr)
@@ -200,8 +196,6 @@ def show_images(images, titles=None, ncols: int | None = None, size: float = 1.6
 
 def environment_report() -> dict:
     """What the kit found on this machine: versions, device, ffmpeg, quick mode. Used by 00_welcome."""
-    import importlib.metadata as md
-
     report = {}
     for pkg in ["torch", "torchvision", "diffusers", "facenet-pytorch", "einops", "mediapy", "ipywidgets"]:
         try:

@@ -25,13 +25,17 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from labkit.faces import EMBED_DIM, FaceRecognitionBackbone
+from labkit.token_ops import merge_heads, multihead_sdpa, pool_to_grid, split_heads
+
 __all__ = [
     "IdentityEncoder", "MultiCharacterIdentityBank", "BankCrossAttention", "bank_cross_attention",
     "degenerate_bank_attention", "region_routing_mask", "EMBEDDING_DIM", "TOKEN_DESIGNS",
 ]
 
-#: Width of the recognizer's face embedding (InceptionResnetV1 and the synthfaces recognizer).
-EMBEDDING_DIM = 512
+#: Width of the recognizer's face embedding (InceptionResnetV1 and the synthfaces recognizer): the recognizer's
+#: own constant, under the name this module has always exported.
+EMBEDDING_DIM = EMBED_DIM
 
 
 def bank_cross_attention(latents, context, to_q, to_k, to_v, to_out, num_heads: int):
@@ -41,10 +45,7 @@ def bank_cross_attention(latents, context, to_q, to_k, to_v, to_out, num_heads: 
     to_q/to_k/to_v/to_out: D -> D linear maps. Returns (B, T, D). This is exercise ``bank_attention``.
     """
     kv = torch.cat([context, latents], dim=1)
-    q, k, v = to_q(latents), to_k(kv), to_v(kv)
-    q, k, v = (rearrange(t, "b l (h c) -> b h l c", h=num_heads) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return to_out(rearrange(out, "b h l c -> b l (h c)"))
+    return to_out(multihead_sdpa(to_q(latents), to_k(kv), to_v(kv), num_heads))
 
 
 def degenerate_bank_attention(latents, context, to_q, to_k, to_v, to_out, num_heads: int):
@@ -53,10 +54,9 @@ def degenerate_bank_attention(latents, context, to_q, to_k, to_v, to_out, num_he
     With ONE context token every attention weight is 1, so all T outputs are the same vector.
     Returns (output (B, T, D), attention weights (B, heads, T, S)).
     """
-    q, k, v = to_q(latents), to_k(context), to_v(context)
-    q, k, v = (rearrange(t, "b l (h c) -> b h l c", h=num_heads) for t in (q, k, v))
+    q, k, v = (split_heads(t, num_heads) for t in (to_q(latents), to_k(context), to_v(context)))
     weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1)
-    return to_out(rearrange(weights @ v, "b h l c -> b l (h c)")), weights
+    return to_out(merge_heads(weights @ v)), weights
 
 
 class BankCrossAttention(nn.Module):
@@ -87,8 +87,6 @@ class BankCrossAttention(nn.Module):
 
 def _load_backbone(backbone):
     if isinstance(backbone, str):
-        from labkit.faces import FaceRecognitionBackbone
-
         backbone = FaceRecognitionBackbone(weights=backbone)
     if backbone is not None:
         backbone.requires_grad_(False).eval()
@@ -127,25 +125,27 @@ class IdentityEncoder(nn.Module):
     cannot be constant without throwing the face away, so the model that ships uses them.
 
     backbone: "synthfaces" / "vggface2" / a path (loads ``labkit.faces.FaceRecognitionBackbone``), any
-    nn.Module mapping (N, 3, H, W) in [-1, 1] to (N, 512), or None (then only :meth:`encode_embeddings`
+    nn.Module mapping (N, 3, H, W) in [-1, 1] to (N, face_dim), or None (then only :meth:`encode_embeddings`
     works; the video model uses this and computes embeddings once, outside). The backbone is frozen and
     always in eval mode; it is registered as ``face_encoder``, so it moves with ``.to(device)``.
+    face_dim: the width of the face embeddings (:data:`EMBEDDING_DIM`, 512).
     """
 
     def __init__(self, embed_dim: int = 768, num_tokens: int = 32, backbone="synthfaces", num_heads: int = 8,
-                 design: str = "resampler"):
+                 design: str = "resampler", face_dim: int = EMBEDDING_DIM):
         super().__init__()
         if design not in TOKEN_DESIGNS:
             raise ValueError(f"design must be one of {TOKEN_DESIGNS}, got {design!r}")
-        if not all(isinstance(n, int) and n >= 1 for n in (embed_dim, num_tokens, num_heads)):
-            raise ValueError(f"embed_dim, num_tokens and num_heads must be ints >= 1, got embed_dim={embed_dim!r}, "
-                             f"num_tokens={num_tokens!r}, num_heads={num_heads!r}")
-        self.embed_dim, self.num_tokens, self.design = embed_dim, num_tokens, design
+        if not all(isinstance(n, int) and n >= 1 for n in (embed_dim, num_tokens, num_heads, face_dim)):
+            raise ValueError(f"embed_dim, num_tokens, num_heads and face_dim must be ints >= 1, got "
+                             f"embed_dim={embed_dim!r}, num_tokens={num_tokens!r}, num_heads={num_heads!r}, "
+                             f"face_dim={face_dim!r}")
+        self.embed_dim, self.num_tokens, self.design, self.face_dim = embed_dim, num_tokens, design, face_dim
         self.face_encoder = _load_backbone(backbone)
         if design == "face_only":
-            self.to_tokens = nn.Linear(EMBEDDING_DIM, num_tokens * embed_dim)
+            self.to_tokens = nn.Linear(face_dim, num_tokens * embed_dim)
         else:
-            self.projection = nn.Linear(EMBEDDING_DIM, embed_dim)
+            self.projection = nn.Linear(face_dim, embed_dim)
             # Small init, as in IP-Adapter's resampler, so the bank starts near zero and the face dominates.
             self.identity_bank = nn.Parameter(torch.randn(num_tokens, embed_dim) / embed_dim**0.5)
             self.cross_attention = BankCrossAttention(embed_dim, num_heads)
@@ -159,7 +159,7 @@ class IdentityEncoder(nn.Module):
 
     @torch.no_grad()
     def embed_faces(self, reference_frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) or (B, R, 3, H, W) -> face embeddings (B, 512) or (B, R, 512), one backbone call."""
+        """(B, 3, H, W) or (B, R, 3, H, W) -> face embeddings (B, face_dim) or (B, R, face_dim), one backbone call."""
         if self.face_encoder is None:
             raise RuntimeError("this IdentityEncoder has no backbone (backbone=None): use encode_embeddings")
         if not torch.is_tensor(reference_frames):
@@ -177,16 +177,16 @@ class IdentityEncoder(nn.Module):
         return self.face_encoder(flat).reshape(*lead, -1)
 
     def encode_embeddings(self, face_embeddings: torch.Tensor) -> torch.Tensor:
-        """Precomputed embeddings (B, 512) or (B, R, 512) -> identity tokens (B, num_tokens, embed_dim).
+        """Precomputed embeddings (B, face_dim) or (B, R, face_dim) -> identity tokens (B, num_tokens, embed_dim).
 
         R references are averaged first (their embeddings, as ID-Animator does).
         """
         e = face_embeddings
         if not torch.is_tensor(e):
-            raise TypeError(f"face_embeddings must be a tensor (B, {EMBEDDING_DIM}) or (B, R, {EMBEDDING_DIM}), "
+            raise TypeError(f"face_embeddings must be a tensor (B, {self.face_dim}) or (B, R, {self.face_dim}), "
                             f"got {type(e).__name__}")
-        if e.dim() not in (2, 3) or e.shape[-1] != EMBEDDING_DIM:
-            raise ValueError(f"face_embeddings must be (B, {EMBEDDING_DIM}) or (B, R, {EMBEDDING_DIM}), "
+        if e.dim() not in (2, 3) or e.shape[-1] != self.face_dim:
+            raise ValueError(f"face_embeddings must be (B, {self.face_dim}) or (B, R, {self.face_dim}), "
                              f"got shape {tuple(e.shape)}")
         if e.dim() == 3:
             if e.shape[1] == 0:
@@ -227,9 +227,7 @@ def region_routing_mask(character_masks: torch.Tensor, token_character: torch.Te
     if masks.dim() == 5:
         if grid is None:
             raise ValueError("pixel-resolution character_masks need grid=(h, w) of the attention tokens")
-        b, f = masks.shape[:2]
-        masks = F.adaptive_avg_pool2d(rearrange(masks, "b f c h w -> (b f) c h w"), tuple(grid))
-        masks = rearrange(masks, "(b f) c h w -> b f c (h w)", b=b, f=f)
+        masks = pool_to_grid(masks, tuple(grid))
     in_region = rearrange(masks >= threshold, "b f c n -> b f n c")
     return in_region[..., token_character.to(in_region.device)]
 

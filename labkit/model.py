@@ -23,8 +23,11 @@ and identity guidance (conditional minus unconditional prediction) is possible.
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +35,13 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from einops import rearrange
+from safetensors import safe_open
 from torch import nn
 
 from labkit.attention import IdentityAwareAttention
-from labkit.identity import IdentityEncoder
+from labkit.common import data_path
+from labkit.identity import EMBEDDING_DIM, IdentityEncoder
+from labkit.token_ops import pool_to_grid
 
 __all__ = ["IdentityVideoDiT", "IdentityVideoDiTOutput", "load_model"]
 
@@ -113,7 +119,8 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         max_frames: most frames one call handles (8); longer videos are generated in chunks.
         dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP expansion.
         identity_dim, num_identity_tokens, face_embed_dim: the IdentityEncoder inside the model turns
-            recognizer embeddings (face_embed_dim = 512) into num_identity_tokens tokens of identity_dim.
+            recognizer embeddings of face_embed_dim (:data:`labkit.identity.EMBEDDING_DIM`, 512) into
+            num_identity_tokens tokens of identity_dim.
         identity_token_design: "face_only" (default) or "resampler" (:data:`labkit.identity.TOKEN_DESIGNS`).
         prediction_type: what the network predicts, "v_prediction" or "epsilon" (must match the scheduler).
     """
@@ -123,7 +130,7 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, sample_size: int = 32, patch_size: int = 4, in_channels: int = 3, max_frames: int = 8,
                  dim: int = 128, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
-                 identity_dim: int = 128, num_identity_tokens: int = 8, face_embed_dim: int = 512,
+                 identity_dim: int = 128, num_identity_tokens: int = 8, face_embed_dim: int = EMBEDDING_DIM,
                  prediction_type: str = "v_prediction", identity_token_design: str = "face_only"):
         super().__init__()
         if sample_size % patch_size:
@@ -140,7 +147,7 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         self.cut_embed = nn.Embedding(2, dim)  # a new shot starts at this frame or not
         self.identity_encoder = IdentityEncoder(embed_dim=identity_dim, num_tokens=num_identity_tokens,
                                                 backbone=None, num_heads=max(1, identity_dim // 32),
-                                                design=identity_token_design)
+                                                design=identity_token_design, face_dim=face_embed_dim)
         self.blocks = nn.ModuleList(DiTBlock(dim, num_heads, identity_dim, mlp_ratio) for _ in range(depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
@@ -151,7 +158,8 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.out.bias)
 
     def encode_identity(self, face_embeddings: torch.Tensor) -> torch.Tensor:
-        """Recognizer embeddings (B, 512) or (B, R, 512) (R references, averaged) -> tokens (B, T, identity_dim)."""
+        """Recognizer embeddings (B, face_embed_dim) or (B, R, face_embed_dim) (R references, averaged) -> tokens
+        (B, T, identity_dim)."""
         return self.identity_encoder.encode_embeddings(face_embeddings)
 
     def _check_inputs(self, sample, context_frames, context_mask, face_masks, cuts):
@@ -202,8 +210,6 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
                              f"{sorted(ALLOWED_CROSS_ATTENTION_KWARGS)}")
         self._check_inputs(sample, context_frames, context_mask, face_masks, cuts)
         b, f = sample.shape[:2]
-        import numbers
-
         if not torch.is_tensor(timestep) and not isinstance(timestep, numbers.Real):
             raise TypeError(f"timestep must be a number or a tensor () or (B,), got {type(timestep).__name__}")
         steps = torch.as_tensor(timestep)
@@ -231,10 +237,7 @@ class IdentityVideoDiT(ModelMixin, ConfigMixin):
         tokens = kwargs.get("identity_tokens")
         strength = kwargs.get("identity_strength", 1.0)
         routing = kwargs.get("identity_attention_mask")
-        token_masks = None
-        if face_masks is not None:
-            token_masks = rearrange(F.avg_pool2d(face_masks.reshape(b * f, 1, *face_masks.shape[-2:]).float(), p),
-                                    "(b f) 1 h w -> b f (h w)", b=b)
+        token_masks = None if face_masks is None else pool_to_grid(face_masks, self.grid)  # (B, F, N)
         for block in self.blocks:
             x = block(x, c, tokens, token_masks, strength, self.grid, routing)
 
@@ -253,10 +256,6 @@ _DESIGN_KEYS = {"face_only": "identity_encoder.to_tokens.weight", "resampler": "
 def _check_token_design(path) -> None:
     """Refuse a checkpoint whose weights were trained with another identity-token design than its config says
     (diffusers would otherwise fill the missing layers with random numbers and only warn)."""
-    import json
-
-    from safetensors import safe_open
-
     config = json.loads((path / "config.json").read_text())
     design = config.get("identity_token_design", "face_only")
     weights = path / "diffusion_pytorch_model.safetensors"
@@ -280,10 +279,6 @@ def load_model(path=None, device=None, dtype=torch.float32) -> IdentityVideoDiT:
     A missing, truncated or corrupt checkpoint raises ValueError naming the folder and what went wrong,
     instead of a deep safetensors traceback.
     """
-    from pathlib import Path
-
-    from labkit.common import data_path
-
     path = Path(path) if path is not None else data_path("identity_video_dit")
     if not (path / "config.json").is_file():
         raise ValueError(f"no IdentityVideoDiT checkpoint at {path}: expected config.json and "

@@ -22,24 +22,22 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
-from einops import rearrange
 from torch import nn
+
+from labkit.token_ops import multihead_sdpa, pool_to_grid
 
 __all__ = ["IdentityAttnProcessor", "IdentityPassThroughProcessor", "install_identity_processors"]
 
 
 def _attention(attn: Attention, query, key, value, attention_mask=None):
     """Multi-head scaled dot-product attention with ``attn``'s head count; inputs and output (B, N, C)."""
-    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=attn.heads) for t in (query, key, value))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
-    return rearrange(out, "b h n d -> b n (h d)").to(query.dtype)
+    return multihead_sdpa(query, key, value, attn.heads, attention_mask).to(query.dtype)
 
 
 def _masks_to_tokens(face_masks: torch.Tensor, batch: int, num_tokens: int) -> torch.Tensor:
     """Face masks (B, F, H, W) or (B*F, H, W) -> per-token weights (B*F, N, 1) at this layer's resolution."""
-    masks = face_masks.reshape(-1, *face_masks.shape[-2:]).float()
+    masks = face_masks.reshape(-1, *face_masks.shape[-2:])
     if masks.shape[0] != batch:
         raise ValueError(f"face_masks give {masks.shape[0]} frames but the layer sees {batch} frames")
     h, w = masks.shape[-2:]
@@ -47,8 +45,7 @@ def _masks_to_tokens(face_masks: torch.Tensor, batch: int, num_tokens: int) -> t
     tw = num_tokens // th
     if th * tw != num_tokens:
         raise ValueError(f"cannot map a {h}x{w} mask onto {num_tokens} tokens")
-    small = F.interpolate(masks[:, None], size=(th, tw), mode="area")
-    return rearrange(small, "b 1 h w -> b (h w) 1")
+    return pool_to_grid(masks, (th, tw))[..., None]
 
 
 class IdentityPassThroughProcessor(AttnProcessor2_0):

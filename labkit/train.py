@@ -25,93 +25,42 @@ needs the weights, the optimizer and the step: a run resumed after an interrupti
 continues exactly the same run and ends with the same weights. Checkpoints are written to a temporary file
 and then renamed (``os.replace``), so an interruption never leaves a half-written checkpoint. A NaN or
 infinite loss stops training with a message and leaves the last good checkpoint in place.
+
+The run's settings are in ``labkit.train_config``, checkpoint files in ``labkit.checkpoints``, the monitor and
+plots in ``labkit.train_monitor``; the command line and the runs built on :func:`train` (time estimate,
+comparisons) in ``labkit.train_runs``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import extract_model_from_parallel
+from PIL import Image
+from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "PRESETS", "make_batch", "make_image_batch", "is_image_step", "train", "load_checkpoint",
-           "plot_losses", "monitor", "plot_monitor", "compare_token_designs", "export_run", "estimate_run_seconds",
-           "make_accelerator", "compare_processes", "step_generator", "shard_size"]
+from labkit.checkpoints import check_same_run, load_checkpoint, save_atomic, state_step, write_json_atomic
+from labkit.common import get_device, image_strip
+from labkit.faces import FaceRecognitionBackbone
+from labkit.model import IdentityVideoDiT
+from labkit.pipeline import make_scheduler
+from labkit.synthfaces import make_clips, train_ids
+from labkit.train_config import PRESETS, TrainConfig
+from labkit.train_monitor import MONITOR_IDS, cpu_name, export_run, monitor, plot_losses, plot_monitor
 
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. ``model`` holds IdentityVideoDiT's constructor arguments."""
-
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3
-    warmup: int = 50
-    weight_decay: float = 0.0
-    num_frames: int = 8
-    size: int = 32
-    num_refs: int = 3
-    model: dict = field(default_factory=lambda: dict(dim=96, depth=4, num_heads=4, identity_dim=96,
-                                                     num_identity_tokens=8))
-    p_drop_identity: float = 0.3  # no identity tokens: the implicit/keyframe strategies and guidance
-    p_face_masks: float = 0.5  # identity attention limited to the true face masks (face_aware)
-    # How the context frames are chosen: none, keyframe (frame 0 = a reference), continuation (first k frames
-    # of the clip), keyframe + continuation. Probabilities, in that order.
-    context_probs: tuple = (0.15, 0.3, 0.35, 0.2)
-    p_cut_after_context: float = 0.6
-    # Context frames are corrupted for some clips (noise, colour shift), as generated context will be: the
-    # model learns to take identity from the tokens when the context has drifted (cf. SVD's noise_aug).
-    p_context_aug: float = 0.5
-    context_noise: float = 0.2
-    context_colour_shift: float = 0.25
-    identity_loss_weight: float = 0.0
-    identity_loss_max_t: int = 400
-    # Image-first co-training: single frames (no context) in batches of image_batch_size.
-    image_batch_size: int = 32
-    image_steps: int = 0  # the first steps are all single-frame steps
-    p_image_batch: float = 0.0  # after them, this share of steps is still single frames
-    p_drop_identity_images: float = 0.1
-    monitor_every: int = 0
-    checkpoint_every: int = 100
-    log_every: int = 10
-    seed: int = 0
-    device: str | None = None
-    bf16: bool = False  # Accelerate's bf16 mixed precision, on GPUs only (slower than fp32 on the CPUs we measured)
-    compile: bool = False  # torch.compile through Accelerate's dynamo backend, on CUDA only
-    grad_accum: int = 1  # micro-batches per optimizer step; the global batch is cut into processes x grad_accum
-    num_threads: int | None = None
-
-
-PRESETS = {
-    # Learning shows in ~3 minutes on 2 CPU cores: the loss falls and blurry faces appear.
-    "cpu-tiny": TrainConfig(steps=150, batch_size=6, lr=1.5e-3, warmup=20, checkpoint_every=50,
-                            image_steps=150, identity_loss_weight=0.1,
-                            model=dict(dim=64, depth=3, num_heads=4, identity_dim=64, num_identity_tokens=8)),
-    # The learner's run in notebook 08: single frames only, about 8 minutes on 2 CPU cores, checked every
-    # 300 steps by drawing 8 held-out people from their references alone.
-    "cpu-learner": TrainConfig(steps=1800, lr=1e-3, warmup=100, checkpoint_every=300, image_steps=1800,
-                               identity_loss_weight=0.1, monitor_every=300,
-                               model=dict(dim=96, depth=4, num_heads=4, identity_dim=96, num_identity_tokens=8)),
-    # The shipped checkpoint, a long CPU run on one thread: 7,000 single-frame steps, then 5,000 steps of
-    # which half are clips.
-    "cpu-ship": TrainConfig(steps=12000, batch_size=8, lr=1e-3, warmup=200, checkpoint_every=250,
-                            image_steps=7000, p_image_batch=0.5, identity_loss_weight=0.1, monitor_every=500,
-                            model=dict(dim=96, depth=4, num_heads=4, identity_dim=96, num_identity_tokens=8)),
-    # Sized for one GPU (not yet run in this repository: no GPU was lent).
-    "gpu-small": TrainConfig(steps=12000, batch_size=64, lr=6e-4, warmup=500, checkpoint_every=1000,
-                             log_every=50, identity_loss_weight=0.1, bf16=True, compile=True, image_batch_size=256,
-                             image_steps=4000, p_image_batch=0.3, monitor_every=1000,
-                             model=dict(dim=256, depth=8, num_heads=8, identity_dim=256, num_identity_tokens=16)),
-    # Smoke runs (tests, checking a set-up such as `accelerate launch`): a few seconds.
-    "smoke": TrainConfig(steps=12, batch_size=2, lr=1e-3, warmup=2, checkpoint_every=3, log_every=1,
-                             image_batch_size=4, image_steps=4, p_image_batch=0.5,
-                             model=dict(dim=32, depth=1, num_heads=2, identity_dim=32, num_identity_tokens=4)),
-}
+# The last three names live in labkit.train_runs, which builds on this module; __getattr__ at the end
+# reaches them (and main), so they import from here as well.
+__all__ = ["TrainConfig", "PRESETS", "make_batch", "make_image_batch", "is_image_step", "train", "load_checkpoint",  # noqa: F822
+           "plot_losses", "monitor", "plot_monitor", "export_run", "make_accelerator", "step_generator", "shard_size",
+           "compare_token_designs", "estimate_run_seconds", "compare_processes"]
 
 
 def step_generator(seed: int, step: int, shard: int = 0, device="cpu") -> torch.Generator:
@@ -138,8 +87,6 @@ def make_batch(cfg: TrainConfig, step: int, recognizer, device, shard: int = 0, 
     masks (B,F,S,S), references (B,R,3,S,S), embeddings (B,R,512), use_identity (B,) bool,
     use_masks (B,) bool, noise (B,F,3,S,S), timesteps (B,)).
     """
-    from labkit.synthfaces import make_clips, train_ids
-
     g = step_generator(cfg.seed, step, shard)
     b, f, s = shard_size(cfg.batch_size, num_shards), cfg.num_frames, cfg.size
     ids = train_ids(1_000_000)[torch.randint(0, 1_000_000, (b,), generator=g)]
@@ -211,8 +158,6 @@ def is_image_step(cfg: TrainConfig, step: int) -> bool:
 def make_image_batch(cfg: TrainConfig, step: int, recognizer, device, shard: int = 0, num_shards: int = 1) -> dict:
     """A batch of ``cfg.image_batch_size`` single frames (F = 1) of training identities, no context frames:
     the model must take the face from its identity tokens. Same keys and layouts as :func:`make_batch`."""
-    from labkit.synthfaces import make_clips, train_ids
-
     g = step_generator(cfg.seed, step, shard)
     b, s = shard_size(cfg.image_batch_size, num_shards, "image_batch_size"), cfg.size
     ids = train_ids(1_000_000)[torch.randint(0, 1_000_000, (b,), generator=g)]
@@ -237,8 +182,6 @@ def compute_loss(model, scheduler, batch: dict, cfg: TrainConfig, recognizer=Non
     x0, noise, t = batch["frames"], batch["noise"], batch["timesteps"]
     x_t = scheduler.add_noise(x0, noise, t)
     target = scheduler.get_velocity(x0, noise, t)
-    from accelerate.utils import extract_model_from_parallel
-
     # encode_identity is a method of the model itself, not of a DistributedDataParallel or compiled wrapper.
     tokens = extract_model_from_parallel(model).encode_identity(batch["embeddings"])
     # Dropping identity = giving zero strength for that clip; the tokens stay shaped (B, T, D).
@@ -252,6 +195,7 @@ def compute_loss(model, scheduler, batch: dict, cfg: TrainConfig, recognizer=Non
     terms = {"denoise": denoise.item()}
     loss = denoise
     if cfg.identity_loss_weight > 0 and recognizer is not None:
+        # Imported here: labkit.losses pulls in torchvision (about a second), which only this loss term needs.
         from labkit.losses import identity_preservation_loss
 
         low = (t < cfg.identity_loss_max_t) & batch["use_identity"]
@@ -266,292 +210,10 @@ def compute_loss(model, scheduler, batch: dict, cfg: TrainConfig, recognizer=Non
     return loss, terms
 
 
-# Why a weights-only load failed, by the unpickler's message: these mean the file holds a Python object whose
-# loading would run code (a class to build, a function to call), not that its bytes are damaged.
-_CODE_MARKERS = ("Unsupported global", "unsupported GLOBAL", "Trying to call reduce", "Can only create new object",
-                 "Can only build")
-#: What every training checkpoint holds.
-_CHECKPOINT_KEYS = ("model", "optimizer", "lr_scheduler", "step", "losses")
-
-
-def load_checkpoint(path) -> dict:
-    """Read a training checkpoint (weights, optimizer, LR schedule, step, losses, config).
-
-    Checkpoints hold only tensors and plain Python values (dict, list, tuple, int, float, str, bool, None), so
-    they are read with ``torch.load(weights_only=True)``: nothing in the file is executed. A file that would
-    need code to run to load (a pickled object) is refused with a ValueError, and so is a corrupt one.
-    """
-    import pickle
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        lines = str(err).splitlines()
-        detail = next((s.strip() for s in lines if any(m in s for m in _CODE_MARKERS)), None)
-        if detail is not None:
-            raise ValueError(f"training checkpoint {path} needs arbitrary code to load and is refused: it holds a "
-                             f"pickled Python object ({detail.split(' was not')[0][:200]}), while a training "
-                             "checkpoint holds only tensors and plain values. Use checkpoints written by "
-                             "labkit.train, or start afresh (--fresh or another --out).") from None
-        reason = next((s.strip() for s in lines[::-1] if "Unsupported" in s), str(err)[:200])
-        raise ValueError(f"training checkpoint {path} is corrupt, or needs arbitrary code to load, and is refused "
-                         f"(UnpicklingError: {reason}); start afresh with --fresh or another --out") from None
-    except Exception as err:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"training checkpoint {path} is corrupt or unreadable ({type(err).__name__}: "
-                         f"{str(err)[:300]}); start afresh with --fresh or another --out") from err
-    if isinstance(state, dict) and "checksum" in state and state["checksum"] != _checksum(state):
-        raise ValueError(f"training checkpoint {path} is corrupt: its contents do not match the checksum written "
-                         "with it (damaged on disk or in a copy); start afresh with --fresh or another --out")
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing or not isinstance(state.get("config", {}), dict):
-        raise ValueError(f"{path} is not a training checkpoint of labkit.train "
-                         f"({'missing ' + ', '.join(missing) if missing else 'its config is not a dict'})")
-    return state
-
-
-def _plain(obj, where: str = "checkpoint"):
-    """``obj`` with only tensors and plain Python values, which a weights-only load reads back as they were.
-
-    NumPy scalars become Python numbers, NumPy arrays tensors, named tuples tuples, int/str subclasses their
-    base type; anything else raises TypeError naming where it is (at save time, not at the next load).
-    """
-    from collections import OrderedDict
-
-    import numpy as np
-
-    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
-        return obj
-    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
-        return obj.item()
-    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, (bool, int, float, str)):  # IntEnum, str subclasses...: their plain base type
-        return next(t(obj) for t in (bool, int, float, str) if isinstance(obj, t))
-    if isinstance(obj, dict):
-        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
-        for k, v in obj.items():
-            out[_plain(k, f"a key of {where}")] = _plain(v, f"{where}[{k!r}]")
-        if getattr(obj, "_metadata", None) is not None:  # nn.Module.state_dict's per-module versions
-            out._metadata = _plain(obj._metadata, f"{where}._metadata")
-        return out
-    if isinstance(obj, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
-    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; a training checkpoint holds only "
-                    "tensors, dicts, lists, tuples, int, float, str, bool and None (so that it loads without "
-                    "running code)")
-
-
-def _checksum(state: dict) -> str:
-    """SHA-256 of everything in a checkpoint but its "checksum" entry: every tensor's bytes, dtype and shape and
-    every plain value, in order. torch.load checks no CRC, so without it a flipped bit would load silently."""
-    import hashlib
-
-    h = hashlib.sha256()
-
-    def feed(x):
-        if isinstance(x, torch.Tensor):
-            h.update(f"T{x.dtype}{tuple(x.shape)}".encode())
-            h.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(x, dict):
-            h.update(f"D{len(x)}".encode())
-            for k, v in x.items():
-                feed(k)
-                feed(v)
-        elif isinstance(x, (list, tuple)):
-            h.update(f"{type(x).__name__[0]}{len(x)}".encode())
-            for v in x:
-                feed(v)
-        else:
-            h.update(f"{type(x).__name__}:{x!r};".encode())
-
-    feed({k: v for k, v in state.items() if k != "checksum"})
-    return h.hexdigest()
-
-
-def _save_atomic(obj, path: Path) -> None:
-    obj = _plain(obj)  # tensors and plain values only: load_checkpoint reads it with weights_only=True
-    if isinstance(obj, dict):
-        obj["checksum"] = _checksum(obj)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-
-
-def plot_losses(losses: list, path=None, title: str = "training loss"):
-    """The loss curve (raw and smoothed) as a matplotlib Figure; saved as PNG when ``path`` is given.
-
-    Built without pyplot, so it never touches the notebook's backend: a cell that returns it shows it.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3))
-    ax = fig.subplots()
-    steps = [s for s, _ in losses]
-    values = [v for _, v in losses]
-    ax.plot(steps, values, alpha=0.35, label="per step")
-    if len(values) >= 10:
-        w = max(5, len(values) // 20)
-        smooth = torch.tensor(values).unfold(0, w, 1).mean(1).tolist()
-        ax.plot(steps[w - 1:], smooth, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("denoising loss (v-MSE)")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=110)
-    return fig
-
-
-#: Held-out identities the training monitor draws from their references alone (never trained on).
-MONITOR_IDS = 8
-
-
-@torch.no_grad()
-def monitor(model, recognizer, cfg: TrainConfig, num_inference_steps: int = 20, guidance: float = 2.0) -> dict:
-    """Is the model using its identity tokens? Measured on :data:`MONITOR_IDS` held-out identities.
-
-    token_spread: mean distance between two faces' tokens, relative to the tokens' size (0 = every face
-    gets the same tokens, the collapse to watch for). swap_sensitivity: relative change of the prediction on a
-    real frame noised to t=500 when another face's tokens are given. score and top1: a references-only sample
-    (one frame from pure noise, identity guidance ``guidance``) scored with ``identity_scores`` against its
-    own references, and how often its best match among the 8 reference sets is its own.
-    Returns the figures and ``samples`` (8, 3, S, S) next to ``references`` (8, 3, S, S).
-    """
-    from labkit.metrics import identification_top1, identity_scores
-    from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
-    from labkit.synthfaces import make_clips, test_ids
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(4321)
-    clips = make_clips(test_ids(MONITOR_IDS, offset=70_000), num_frames=1, size=cfg.size, num_refs=3, generator=g)
-    refs = clips.references
-    emb = recognizer(refs.flatten(0, 1).to(device)).reshape(MONITOR_IDS, 3, -1)
-    tokens = model.encode_identity(emb)
-    flat = tokens.flatten(1)
-    pair = torch.cdist(flat, flat)
-    spread = (pair.sum() / (MONITOR_IDS * (MONITOR_IDS - 1)) / flat.norm(dim=1).mean()).item()
-    sched = make_scheduler("ddpm")
-    t = torch.full((MONITOR_IDS,), 500, device=device)
-    x_t = sched.add_noise(clips.frames.to(device), torch.randn(clips.frames.shape, generator=g).to(device), t)
-    own = model(x_t, t, cross_attention_kwargs={"identity_tokens": tokens}).sample
-    swapped = model(x_t, t, cross_attention_kwargs={"identity_tokens": tokens.roll(1, 0)}).sample
-    swap = ((own - swapped).norm() / own.norm().clamp_min(1e-12)).item()  # 0 while the output is still 0
-    pipe = ReferenceConditionedGenerator(model, make_scheduler("ddim"), recognizer)
-    samples = pipe.generate(reference_images=refs, num_frames=1, keyframe=False, strategy="explicit",
-                            identity_strength=1.0, identity_guidance=guidance, num_inference_steps=num_inference_steps,
-                            generator=torch.Generator().manual_seed(7), check_faces=False, progress=False).frames
-    scores = identity_scores(samples.cpu(), refs, recognizer)
-    model.train(was_training)
-    return {"token_spread": spread, "swap_sensitivity": swap, "score": scores.mean().item(),
-            "top1": identification_top1(samples.cpu(), refs, recognizer), "samples": samples[:, 0].cpu(),
-            "references": refs[:, 0]}
-
-
-def plot_monitor(records: list, path=None):
-    """The monitor's figures over training (references-only score and top-1, token spread, swap sensitivity)
-    as a Figure with fixed axes; saved as PNG when ``path`` is given."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3))
-    ax1, ax2 = fig.subplots(1, 2)
-    steps = [r["step"] for r in records]
-    ax1.plot(steps, [r["score"] for r in records], "o-", label="identity score (references only)")
-    ax1.plot(steps, [r["top1"] for r in records], "s--", label="top-1 among 8")
-    ax1.set_ylim(-0.1, 1.05)
-    ax1.set_xlabel("step")
-    ax1.set_title("drawing the person from the references alone")
-    ax1.legend(fontsize=8)
-    positive = lambda key: ([r["step"] for r in records if r[key] > 0], [r[key] for r in records if r[key] > 0])
-    ax2.plot(*positive("token_spread"), "o-", label="token spread across faces")
-    ax2.plot(*positive("swap_sensitivity"), "s--", label="swap sensitivity (0 at step 0: the output starts at 0)")
-    ax2.set_yscale("log")  # swap sensitivity lives around 1e-3..1e-1, the spread around 1: both must show
-    ax2.set_ylim(1e-4, 3)
-    ax2.set_xlabel("step")
-    ax2.set_title("does the model read its identity tokens?")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(Path(path), dpi=110)
-    return fig
-
-
-def estimate_run_seconds(cfg: TrainConfig, device="cpu", probe_images: int = 4, probe_clips: int = 1) -> dict:
-    """How long ``cfg`` would train on ``device``, from one timed single-frame step and one timed clip step at
-    a small batch (``probe_images`` frames, ``probe_clips`` clips) scaled linearly to the preset's batches and
-    step counts. A rough figure (a bigger batch uses the hardware a little better), but it needs seconds, not
-    the run itself. Returns dict(image_step_s, clip_step_s, image_steps, clip_steps, total_s)."""
-    from labkit.faces import FaceRecognitionBackbone
-    from labkit.model import IdentityVideoDiT
-    from labkit.pipeline import make_scheduler
-
-    device = torch.device(device)
-    probe = replace(cfg, image_batch_size=probe_images, batch_size=probe_clips, device=str(device))
-    model = IdentityVideoDiT(sample_size=cfg.size, max_frames=cfg.num_frames, **cfg.model).to(device)
-    recognizer = FaceRecognitionBackbone(device=device)
-    scheduler = make_scheduler("ddpm")
-    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
-
-    def seconds(make):
-        times = []
-        for step in range(2):  # the first call warms up
-            start = time.perf_counter()
-            loss, _ = compute_loss(model, scheduler, make(probe, step, recognizer, device), probe, recognizer)
-            loss.backward()
-            times.append(time.perf_counter() - start)
-        return times[-1]
-
-    image_s = seconds(make_image_batch) * cfg.image_batch_size / probe_images
-    clip_s = seconds(make_batch) * cfg.batch_size / probe_clips
-    mixed = cfg.steps - cfg.image_steps
-    image_steps = cfg.image_steps + round(mixed * cfg.p_image_batch)
-    clip_steps = cfg.steps - image_steps
-    return {"image_step_s": image_s, "clip_step_s": clip_s, "image_steps": image_steps, "clip_steps": clip_steps,
-            "total_s": image_steps * image_s + clip_steps * clip_s}
-
-
-def compare_token_designs(steps: int = 150, designs=("resampler", "face_only"), seed: int = 0,
-                          progress: bool = False) -> dict:
-    """Train the cpu-tiny model once per identity-token design, on the same single-frame batches, and return
-    the monitor's figures (:func:`monitor`) at the start and at the end of each run: {design: [first, last]}.
-
-    It shows whether training keeps the tokens different across faces (token spread) and whether the model
-    reads them (swap sensitivity), which is how the learned bank's collapse shows (notebook 04).
-    """
-    import tempfile
-
-    base = PRESETS["cpu-tiny"]
-    out = {}
-    for design in designs:
-        cfg = replace(base, steps=steps, image_steps=steps, monitor_every=steps, checkpoint_every=steps, seed=seed,
-                      warmup=min(base.warmup, steps // 4), model={**base.model, "identity_token_design": design})
-        with tempfile.TemporaryDirectory() as folder:
-            train(cfg, folder, resume=False, progress=progress)
-            out[design] = json.loads((Path(folder) / "monitor.json").read_text())
-    return out
-
-
-def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def make_accelerator(cfg: TrainConfig):
     """The run's :class:`accelerate.Accelerator`: one process (CPU, CUDA or MPS) or one of several under
     ``accelerate launch`` (DDP over gloo on CPUs, NCCL on GPUs), bf16 mixed precision and torch.compile on CUDA
     only, ``cfg.grad_accum`` micro-batches per optimizer step."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    from labkit.common import get_device
-
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # One process: a fresh state each call, so that runs with other settings can follow in one session
         # (a notebook, the tests). Under `accelerate launch` the launcher's state is kept.
@@ -587,12 +249,6 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
     Writes ``out/checkpoint.pt`` every ``cfg.checkpoint_every`` steps and at the end, ``out/model``
     (save_pretrained, safetensors), ``out/loss.png`` and ``out/summary.json``.
     """
-    from tqdm.auto import tqdm
-
-    from labkit.faces import FaceRecognitionBackbone
-    from labkit.model import IdentityVideoDiT
-    from labkit.pipeline import make_scheduler
-
     accelerator = make_accelerator(cfg)
     main_process, device = accelerator.is_main_process, accelerator.device
     world = accelerator.num_processes
@@ -626,7 +282,7 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
                 print(f"changing the schedule of {ckpt_path} from step {state['step']}: {change}")
             schedule_changes.append({"at_step": state["step"], **change})
             saved.update({k: getattr(cfg, k) for k in schedule})
-        _check_same_run(saved, cfg, ckpt_path)
+        check_same_run(saved, cfg, ckpt_path)
         saved_processes = state.get("processes", 1)
         if saved_processes != world:
             raise ValueError(f"{ckpt_path} was written by a run in {saved_processes} process(es), this one has "
@@ -656,20 +312,16 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
 
     def save(at_step):
         if main_process:
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
+            save_atomic({"model": model.state_dict(), "optimizer": opt.optimizer.state_dict(),
                           "lr_scheduler": sched.state_dict(), "step": at_step, "losses": losses,
                           "config": asdict(cfg), "processes": world, "schedule_changes": schedule_changes},
                          ckpt_path)
 
     def check_in(at_step):
-        from PIL import Image
-
-        from labkit.common import image_strip
-
         m = monitor(model, recognizer, cfg)
         model.train()
         records.append({"step": at_step, **{k: v for k, v in m.items() if not torch.is_tensor(v)}})
-        _write_json_atomic(records, monitor_path)
+        write_json_atomic(records, monitor_path)
         plot_monitor(records, out / "monitor.png")
         grid = torch.cat([m["references"], m["samples"]])
         strip = Image.fromarray(image_strip(grid, ncols=MONITOR_IDS))  # references above, samples below
@@ -746,197 +398,29 @@ def train(cfg: TrainConfig, out, resume: bool = True, progress: bool = True, cha
         sessions = json.loads(sessions_path.read_text()) if sessions_path.exists() else []
         sessions.append({"end_step": step, "seconds": seconds, "image_steps": counts["image"],
                          "clip_steps": counts["clip"], "processes": world, "threads": torch.get_num_threads(),
-                         "device": str(device), "cpu": _cpu_name()})
-        _write_json_atomic(sessions, sessions_path)
+                         "device": str(device), "cpu": cpu_name()})
+        write_json_atomic(sessions, sessions_path)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"model": model, "losses": losses, **summary}
 
 
-def compare_processes(preset: str, out, processes=(1, 2), extra_args=()) -> str:
-    """Train ``preset`` on the CPU once per entry of ``processes`` under ``accelerate launch --num_processes N``
-    (the same global batch each time, a fresh folder ``out/processes-N``) and return a table of their speeds
-    from each run's ``summary.json``. On a CPU, processes share its cores: expect DDP's overhead, not a gain."""
-    import subprocess
-    import sys
-
-    rows = ["| processes | threads each | images/s | clips/s | wall s |", "|---|---|---|---|---|"]
-    for n in processes:
-        run_dir = Path(out) / f"processes-{n}"
-        # Several processes on one machine start through torchrun (--multi_gpu); without GPUs Accelerate then
-        # joins them with gloo on the CPU (`--cpu` would start several only through MPI).
-        command = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if n > 1 else ["--cpu"]),
-                   "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
-                   "--dynamo_backend", "no", "-m", "labkit.train", "--device", "cpu",
-                   # the cores shared out among the processes, unless extra_args name --threads
-                   *([] if "--threads" in extra_args else ["--threads", str(max(1, (os.cpu_count() or 1) // n))]),
-                   "--preset", preset, "--out", str(run_dir), "--fresh", "--no-progress", *extra_args]
-        t0 = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}"
-                               f"{done.stderr[-2000:]}")
-        summary = json.loads((run_dir / "summary.json").read_text())
-        fmt = lambda v: f"{v:.1f}" if v else "-"
-        rows.append(f"| {n} | {summary['threads']} | {fmt(summary['images_per_second'])} | "
-                    f"{fmt(summary['clips_per_second'])} | {wall:.0f} |")
-    return "\n".join(rows)
 
 
-def _cpu_name() -> str:
-    """The processor's model name and core count (Linux), for the training record."""
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{os.cpu_count()} cores, {names[0] if names else 'unknown CPU'}"
+# Built on this module (they import it), so reached lazily: ``from labkit.train import main`` and
+# ``python -m labkit.train`` work as they always have.
+_BUILT_ON_TRAIN = ("main", "estimate_run_seconds", "compare_token_designs", "compare_processes")
 
 
-def export_run(run_dir, dest, command: str) -> Path:
-    """Write a finished run's model to ``dest`` in fp16 (``save_pretrained``, safetensors) with
-    ``training.json`` (the command, steps, wall time per session, the CPU, the loss every 10 steps and the
-    monitor's records) and ``learning_curve.png`` (:func:`plot_monitor`). This is how data/identity_video_dit
-    is made."""
-    from labkit.model import load_model
+def __getattr__(name):
+    if name in _BUILT_ON_TRAIN:
+        import labkit.train_runs
 
-    run_dir, dest = Path(run_dir), Path(dest)
-    model = load_model(run_dir / "model")
-    model.half().save_pretrained(dest)
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    losses = state["losses"]
-    sessions_path, summary_path = run_dir / "wall_time.json", run_dir / "summary.json"
-    if sessions_path.exists():
-        sessions = json.loads(sessions_path.read_text())
-    else:  # a run from before sessions were recorded: its one summary
-        summary = json.loads(summary_path.read_text())
-        sessions = [{"end_step": summary["steps"], "seconds": summary["seconds_this_session"],
-                     "image_steps": summary.get("image_steps"), "clip_steps": summary.get("clip_steps"),
-                     "threads": summary["threads"], "device": summary["device"], "cpu": _cpu_name(),
-                     "images_per_second": summary.get("images_per_second"),
-                     "clips_per_second": summary.get("clips_per_second")}]
-    monitor_path = run_dir / "monitor.json"
-    mean = lambda pairs: sum(v for _, v in pairs) / max(1, len(pairs))
-    record = {
-        "command": command, "steps": state["step"], "sessions": sessions,
-        "wall_minutes": sum(s["seconds"] for s in sessions) / 60, "cpu": sessions[-1]["cpu"],
-        "loss_first_100": mean(losses[:100]), "loss_last_100": mean(losses[-100:]),
-        "schedule_changes": state.get("schedule_changes", []), "config": state["config"],
-        "loss_every_10_steps": [(s, round(v, 5)) for s, v in losses[9::10]],
-        "monitor": json.loads(monitor_path.read_text()) if monitor_path.exists() else [],
-    }
-    (dest / "training.json").write_text(json.dumps(record, indent=1))
-    if record["monitor"]:
-        plot_monitor(record["monitor"], dest / "learning_curve.png")
-    return dest
-
-
-# What may change between an interrupted run and its resumption without making it a different run.
-_RESUMABLE_CHANGES = {"device", "num_threads", "log_every", "checkpoint_every"}
-
-
-def _check_same_run(saved: dict, cfg: TrainConfig, path) -> None:
-    """Refuse to resume a checkpoint written by a different configuration (other model, seed, steps...)."""
-    current = asdict(cfg)
-    differ = sorted(k for k in current if k not in _RESUMABLE_CHANGES and k in saved
-                    and json.dumps(saved[k], default=str) != json.dumps(current[k], default=str))
-    if differ:
-        detail = ", ".join(f"{k}: {saved[k]!r} in the checkpoint, {current[k]!r} now" for k in differ)
-        raise ValueError(f"{path} was written by a different run ({detail}); resume with the same settings, "
-                         "or pass --fresh / another --out to start a new run")
-
-
-def state_step(path) -> int | None:
-    """The step stored in a checkpoint, or None when there is none."""
-    try:
-        return load_checkpoint(path)["step"]
-    except (ValueError, FileNotFoundError):
-        return None
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train IdentityVideoDiT on synthetic faces")
-    parser.add_argument("--preset", default="cpu-tiny", choices=sorted(PRESETS))
-    parser.add_argument("--out", help="run folder: checkpoint.pt, model/, loss.png, summary.json "
-                        "(default runs/<preset>)")
-    parser.add_argument("--steps", type=int, help="override the preset's number of steps")
-    parser.add_argument("--image-steps", type=int, help="override the preset's number of single-frame steps first")
-    parser.add_argument("--batch-size", type=int, help="global batch (all processes and micro-batches together)")
-    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (gradient accumulation)")
-    parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
-    parser.add_argument("--change-schedule", action="store_true",
-                        help="resume even though --steps or --image-steps differ from the checkpoint's (the LR "
-                             "schedule and the phases change; recorded in the checkpoint and training.json)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--estimate", action="store_true", help="do not train: time one step of each kind at a "
-                        "small batch and print how long the preset would take on this device")
-    parser.add_argument("--compare-processes", type=int, nargs="+", metavar="N", help="do not train here: run the "
-                        "preset on the CPU under `accelerate launch --num_processes N` for each N (same global batch, "
-                        "fresh folders under --out) and print their speeds side by side")
-    parser.add_argument("--export", metavar="DIR", help="after training, write the model in fp16 with its "
-                        "training.json to DIR (how data/identity_video_dit is made)")
-    args = parser.parse_args(argv)
-    for flag, value, low, high in (("--steps", args.steps, 1, 10**9), ("--batch-size", args.batch_size, 1, 4096),
-                                   ("--checkpoint-every", args.checkpoint_every, 1, 10**9),
-                                   ("--grad-accum", args.grad_accum, 1, 1024),
-                                   ("--threads", args.threads, 1, 1024), ("--seed", args.seed, 0, 2**40)):
-        if value is not None and not low <= value <= high:
-            parser.error(f"argument {flag}: must be in {low}..{high}, got {value}")
-    if args.device is not None:
-        try:
-            device = torch.device(args.device)
-        except (RuntimeError, ValueError) as err:
-            parser.error(f"argument --device: {str(err).splitlines()[0]}")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            parser.error(f"argument --device: {args.device} asked for, but CUDA is not available here")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        parser.error(f"argument --out: {args.out} is a file, not a run folder")
-    cfg = PRESETS[args.preset]
-    overrides = {"steps": args.steps, "image_steps": args.image_steps, "batch_size": args.batch_size,
-                 "checkpoint_every": args.checkpoint_every, "grad_accum": args.grad_accum,
-                 "seed": args.seed, "device": args.device, "num_threads": args.threads}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if args.estimate:
-        from labkit.common import get_device
-
-        e = estimate_run_seconds(cfg, cfg.device or get_device())
-        print(f"{args.preset} here: about {e['image_step_s']:.2f} s per single-frame step and {e['clip_step_s']:.2f} s "
-              f"per clip step, so {e['total_s'] / 3600:.1f} hours for its {e['image_steps']:,} + {e['clip_steps']:,} "
-              "steps (one timed step of each kind at a small batch, scaled up). Not started.")
-        return
-    out = args.out or f"runs/{args.preset}"
-    if args.compare_processes:
-        forwarded = []
-        for flag in ("steps", "image_steps", "batch_size", "seed", "grad_accum", "threads"):
-            if getattr(args, flag) is not None:
-                forwarded += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        print(compare_processes(args.preset, out, args.compare_processes, forwarded))
-        return
-    from accelerate import PartialState
-
-    try:
-        result = train(cfg, out, resume=not args.fresh, progress=not args.no_progress,
-                       change_schedule=args.change_schedule)
-    except (FloatingPointError, ValueError) as err:
-        if PartialState().is_main_process:  # the state train() set up (one process or a launched group)
-            print(f"ERROR: {err}")
-        raise SystemExit(2) from err
-    if not PartialState().is_main_process:
-        return
-    speed = ", ".join(f"{result[k]:.1f} {k.split('_')[0]}/s" for k in ("images_per_second", "clips_per_second")
-                      if result[k])
-    print(f"done: {result['steps']} steps, loss {result['loss_first_20']:.4f} -> {result['loss_last_20']:.4f}, "
-          f"{speed} on {result['device']}; model in {Path(out) / 'model'}")
-    if args.export:
-        import sys
-
-        command = "python -m labkit.train " + " ".join(sys.argv[1:] if argv is None else argv)
-        print(f"exported to {export_run(out, args.export, command)}")
+        return getattr(labkit.train_runs, name)
+    raise AttributeError(f"module 'labkit.train' has no attribute {name!r}")
 
 
 if __name__ == "__main__":
+    from labkit.train_runs import main
+
     main()

@@ -91,3 +91,42 @@ def test_bad_token_shape_is_a_clear_error(setup):
     unet, x, text, tokens, *_ = setup
     with pytest.raises(ValueError, match="identity_tokens"):
         run(unet, x, text, identity_tokens=tokens[0], identity_strength=1.0)
+
+
+def test_processor_with_the_kit_weights_copied_in_is_the_kit_identity_attention():
+    """The diffusers processor and labkit.attention's identity cross-attention are one mechanism: with the
+    kit's to_q, to_k_ip, to_v_ip and to_out copied into a diffusers Attention + IdentityAttnProcessor (and the
+    text branch silenced, to_v = 0), both give the same output, and with strengths and face masks the
+    processor's update is the kit block's gated update (strength x token mask x identity attention)."""
+    from diffusers.models.attention_processor import Attention
+
+    from labkit.attention import IdentityCrossAttention, masks_to_tokens
+
+    dim, heads, identity_dim, videos, frames, side = 32, 4, 24, 2, 3, 4
+    torch.manual_seed(0)
+    kit = IdentityCrossAttention(dim, identity_dim, num_heads=heads)
+    attn = Attention(query_dim=dim, cross_attention_dim=16, heads=heads, dim_head=dim // heads)
+    proc = IdentityAttnProcessor(dim, identity_dim)
+    with torch.no_grad():
+        attn.to_q.weight.copy_(kit.to_q.weight)
+        attn.to_out[0].load_state_dict(kit.to_out.state_dict())
+        attn.to_v.weight.zero_()  # the text branch then adds exactly 0
+        proc.to_k_ip.weight.copy_(kit.to_k_ip.weight)
+        proc.to_v_ip.weight.copy_(kit.to_v_ip.weight)
+    attn.set_processor(proc)
+    x = torch.randn(videos * frames, side * side, dim)  # (B*F, N, dim), diffusers' spatial layout
+    text = torch.randn(videos * frames, 5, 16)
+    tokens = torch.randn(videos, 6, identity_dim)
+    with torch.no_grad():
+        expected, _ = kit(x, tokens.repeat_interleave(frames, dim=0))
+        out = attn(x, text, identity_tokens=tokens, identity_strength=1.0)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+        strength = torch.tensor([0.4, 1.3])
+        masks = torch.zeros(videos, frames, 4 * side, 4 * side)
+        masks[..., 3:11, 5:14] = 1.0
+        gate = strength[:, None, None] * masks_to_tokens(masks, frames, (side, side))  # (B, F, N)
+        kit_update = gate.reshape(videos * frames, -1, 1) * (expected - kit.to_out.bias)
+        update = attn(x, text, identity_tokens=tokens, identity_strength=strength, face_masks=masks) - \
+            attn(x, text, identity_tokens=tokens, identity_strength=0.0)
+        torch.testing.assert_close(update, kit_update, atol=1e-5, rtol=1e-5)

@@ -101,7 +101,10 @@ def test_training_lowers_the_loss_on_held_out_batches(tmp_path):
                   num_threads=1)
     result = train(cfg, tmp_path, progress=False)
     assert (tmp_path / "loss.png").exists() and (tmp_path / "model" / "config.json").exists()
-    assert len(result["losses"]) == 60 and result["clips_per_second"] > 0
+    image_steps = sum(is_image_step(cfg, s) for s in range(60))
+    assert len(result["losses"]) == 60 and 0 < image_steps < 60
+    assert (result["image_steps"], result["clip_steps"]) == (image_steps, 60 - image_steps)
+    assert result["clips_per_second"] is not None and result["images_per_second"] is not None
     held_out = replace(cfg, batch_size=16, seed=99)
     scheduler = make_scheduler("ddpm")
     untrained = IdentityVideoDiT(sample_size=cfg.size, max_frames=cfg.num_frames, **cfg.model)
@@ -197,7 +200,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         train(replace(cfg, steps=4, seed=5), tmp_path, progress=False, change_schedule=True)
 
 
-def test_presets_are_what_the_issue_asks_for():
+def test_cpu_tiny_is_small_and_gpu_small_uses_bf16_and_compile():
     """cpu-tiny is small and short; gpu-small uses bf16 and torch.compile (only where CUDA is present)."""
     tiny, gpu = PRESETS["cpu-tiny"], PRESETS["gpu-small"]
     assert tiny.steps * tiny.batch_size <= 2000 and not tiny.bf16
@@ -244,7 +247,7 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     """What train() writes loads with weights_only=True; NumPy values are stored as plain numbers/tensors."""
     import numpy as np
 
-    from labkit.train import _save_atomic
+    from labkit.checkpoints import save_atomic as _save_atomic
 
     cfg = replace(PRESETS["smoke"], steps=2, checkpoint_every=2, device="cpu", num_threads=1)
     train(cfg, tmp_path, progress=False)
