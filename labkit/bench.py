@@ -3,8 +3,6 @@
     python -m labkit.bench drift --out outputs/bench [--quick]   # figures JSON, PNG plots, a video
     python -m labkit.bench speed [--device cuda]                   # training clips/s, sampling s/clip, MFU
 
-(``python -m labkit.metrics bench|speed`` is the same command.)
-
 The drift benchmark runs :class:`labkit.pipeline.ReferenceConditionedGenerator` on held-out identities
 (``synthfaces.test_ids``) and scores every frame with ``labkit.metrics.identity_scores`` (1 = as
 recognisable as a real frame, 0 = a stranger or not a face). Scoring uses references rendered separately
@@ -22,43 +20,45 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
-from labkit.pipeline import frames_for_chunks
+from labkit.common import QUICK, get_device, image_strip, save_video
+from labkit.drift import DEGRADATIONS, STRATEGIES, DriftEngine, degrade
+from labkit.faces import FaceRecognitionBackbone
+from labkit.metrics import (
+    bleed_and_swap,
+    embed_frames,
+    identification_top1,
+    paired_difference,
+    scene_similarity,
+    summarise_scores,
+    variety,
+)
+from labkit.model import IdentityVideoDiT
+from labkit.pipeline import ReferenceConditionedGenerator, frames_for_chunks, make_scheduler
+from labkit.synthfaces import make_clips, make_scenes, test_ids
+from labkit.train import PRESETS, compute_loss, make_batch, make_image_batch
+
+__all__ = ["STRENGTHS", "DEGRADATIONS", "degrade", "frames_for_chunks", "Bench", "run_scenes", "run_bench",
+           "print_table", "speed", "main"]
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-DEGRADATIONS = {"clean": (0.0, 0.0), "noise 0.25": (0.25, 0.0), "noise 0.5": (0.5, 0.0),
-                "blur 1": (0.0, 1.0), "blur 2": (0.0, 2.0)}
 
 
-def degrade(images: torch.Tensor, noise: float, blur: float, seed: int = 0) -> torch.Tensor:
-    """Reference images (..., 3, H, W) in [-1, 1] with Gaussian blur (sigma, pixels) then Gaussian noise."""
-    from torchvision.transforms.functional import gaussian_blur
-
-    out = images
-    if blur > 0:
-        k = 2 * int(3 * blur) + 1
-        out = gaussian_blur(out.reshape(-1, *out.shape[-3:]), [k, k], [blur, blur]).reshape(out.shape)
-    if noise > 0:
-        out = out + noise * torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
-    return out.clamp(-1, 1)
-
-
-class Bench:
-    """Shared state of one benchmark run: generator, recognizer, identities, references, settings."""
+class Bench(DriftEngine):
+    """One benchmark run: the drift engine (generator, recognizer) with the benchmark's identities, references
+    and settings. Videos are made with :meth:`DriftEngine.sample` and scored with :meth:`DriftEngine.measure`,
+    as the DriftLab makes and scores them."""
 
     def __init__(self, quick: bool, device=None, checkpoint=None, seed: int = 0):
-        from labkit.pipeline import ReferenceConditionedGenerator
-        from labkit.synthfaces import make_clips, test_ids
-
+        super().__init__(device=device or "cpu", steps=10 if quick else 20, model_path=checkpoint, num_threads=None)
         self.quick, self.seed = quick, seed
-        self.pipe = ReferenceConditionedGenerator.from_shipped(device=device, path=checkpoint)
-        self.recognizer = self.pipe.recognizer
-        cfg = self.pipe.model.config
-        self.size, self.max_frames = cfg.sample_size, cfg.max_frames
-        self.steps = 10 if quick else 20
         self.num_chunks = 8
         self.num_frames = frames_for_chunks(self.num_chunks, self.max_frames)
         self.ids = test_ids(4 if quick else 12)
@@ -71,9 +71,7 @@ class Bench:
 
     def score(self, frames, cuts=None, chunk_starts=None) -> dict:
         """identity_scores of generated frames (B, F, 3, S, S) against the scoring references, summarised."""
-        from labkit.metrics import identity_scores, summarise_scores
-
-        scores, parts = identity_scores(frames, self.score_images, self.recognizer, return_parts=True)
+        scores, parts = self.measure(frames, self.score_images)
         return summarise_scores(scores, parts["face_probability"], parts["embeddings"], frames, cuts,
                                 chunk_starts=chunk_starts)
 
@@ -81,21 +79,15 @@ class Bench:
         """Generate one batch of videos (all identities at once) and score them."""
         num_frames = frames_for_chunks(num_chunks or self.num_chunks, self.max_frames)
         refs = self.references[:, :num_refs] if refs is None else refs
-        out = self.pipe.generate(reference_images=refs, num_frames=num_frames, identity_strength=strength,
-                                 strategy=strategy, generator=torch.Generator().manual_seed(self.seed + 1),
-                                 num_inference_steps=self.steps, face_masks=self.layout[:, :num_frames],
-                                 check_faces=False, progress=False, keyframe=keyframe, **kw)
+        out = self.sample(refs, num_frames, self.seed + 1, self.layout[:, :num_frames], identity_strength=strength,
+                          strategy=strategy, keyframe=keyframe, **kw)
         frames = out.frames.cpu()
         return self.score(frames, out.cuts, out.chunk_starts), frames
 
     def references_only(self, strategy: str, guidance: float = 2.0) -> tuple[dict, torch.Tensor]:
         """One frame of each identity from pure noise and its references alone, with top-1 identification."""
-        from labkit.metrics import identification_top1
-
-        out = self.pipe.generate(reference_images=self.references[:, :3], num_frames=1, keyframe=False,
-                                 strategy=strategy, identity_strength=1.0, identity_guidance=guidance,
-                                 generator=torch.Generator().manual_seed(self.seed + 5), num_inference_steps=self.steps,
-                                 face_masks=self.layout[:, :1], check_faces=False, progress=False)
+        out = self.sample(self.references[:, :3], 1, self.seed + 5, self.layout[:, :1], keyframe=False,
+                          strategy=strategy, identity_strength=1.0, identity_guidance=guidance)
         frames = out.frames.cpu()
         figures = self.score(frames)
         n = min(8, len(frames))  # the course's yardstick: top-1 among 8 people (chance 1/8)
@@ -117,9 +109,6 @@ def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
     token after each character's tokens. Routing limits each face region to its own character's tokens.
     Scored against separately rendered references of each character, per face region.
     """
-    from labkit.metrics import bleed_and_swap, embed_frames, scene_similarity
-    from labkit.synthfaces import make_clips, make_scenes, test_ids
-
     model, rec = bench.pipe.model, bench.recognizer
     ids = test_ids(2 * num_scenes, offset=200).view(num_scenes, 2)
     num_frames = frames_for_chunks(num_chunks, bench.max_frames)
@@ -144,11 +133,9 @@ def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
     results = {"num_scenes": num_scenes, "num_frames": num_frames, "real_scenes": bleed_and_swap(real)}
     frames_out = {}
     for name, (tok, owner, routed) in variants.items():
-        out = bench.pipe.generate(reference_images=scenes.frames[:, :1], num_frames=num_frames,
-                                  strategy="face_aware", identity_strength=0.8, identity_tokens=tok,
-                                  face_masks=layout.amax(2), character_masks=layout if routed else None,
-                                  token_character=owner, generator=torch.Generator().manual_seed(bench.seed + 3),
-                                  num_inference_steps=bench.steps, check_faces=False, progress=False)
+        out = bench.sample(scenes.frames[:, :1], num_frames, bench.seed + 3, layout.amax(2), strategy="face_aware",
+                           identity_strength=0.8, identity_tokens=tok, token_character=owner,
+                           character_masks=layout if routed else None)
         frames = out.frames.cpu()
         sim = scene_similarity(rec, frames, layout, score_emb)
         last = out.chunk_starts[-1]
@@ -160,8 +147,6 @@ def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
 def _plot(xs, series: dict, xlabel, ylabel, title, xticks=None, ylim=(-0.1, 1.05), errors: dict | None = None):
     """A line plot with fixed y axes (identity scores on 0..1, so a 0.003 difference looks like one), as a
     Figure (no pyplot, no backend switch)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.subplots()
     for name, ys in series.items():
@@ -181,12 +166,6 @@ def _plot(xs, series: dict, xlabel, ylabel, title, xticks=None, ylim=(-0.1, 1.05
 
 def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, seed=0) -> dict:
     """Run every section, write ``bench.json``, PNG plots and ``strategies.mp4`` (or .gif) into ``out``."""
-    from tqdm.auto import tqdm
-
-    from labkit.common import save_video
-    from labkit.metrics import paired_difference, variety
-    from labkit.pipeline import STRATEGIES
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -273,10 +252,6 @@ def run_bench(out="outputs/bench", quick=False, device=None, checkpoint=None, se
 
 def _strip(rows: list, title: str, labels: list | None = None):
     """Rows of frames (N, 3, S, S) as one Figure, each row named on the left by ``labels``."""
-    from matplotlib.figure import Figure
-
-    from labkit.common import image_strip
-
     n = min(len(r) for r in rows)
     strip = image_strip(torch.cat([r[:n] for r in rows]), ncols=n)
     fig = Figure(figsize=(1.0 * n + 1.5, 1.0 * len(rows) + 0.6))
@@ -295,8 +270,6 @@ def _strip(rows: list, title: str, labels: list | None = None):
 
 def _bars(scenes: dict):
     """Own-identity score, bleed and swap rate per scene variant, real scenes first, as a Figure."""
-    from matplotlib.figure import Figure
-
     names = ["real_scenes", *SCENE_VARIANTS]
     fig = Figure(figsize=(6, 3.4))
     ax = fig.subplots()
@@ -347,14 +320,6 @@ def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
     On a CUDA device it also reports model FLOP/s in bf16 and the model FLOPs utilisation against the GPU's
     dense bf16 peak (known for A100/H100/H200/L4/T4; otherwise n/a).
     """
-    from dataclasses import replace
-
-    from labkit.common import get_device
-    from labkit.faces import FaceRecognitionBackbone
-    from labkit.model import IdentityVideoDiT
-    from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
-    from labkit.train import PRESETS, compute_loss, make_batch, make_image_batch
-
     device = torch.device(device) if device else get_device()
     cfg = replace(PRESETS[preset], device=str(device))
     model = IdentityVideoDiT(sample_size=cfg.size, max_frames=cfg.num_frames, **cfg.model).to(device)
@@ -373,8 +338,6 @@ def speed(device=None, steps: int = 4, preset: str = "cpu-ship") -> dict:
             batch = make(cfg, i, recognizer, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 if i == 1 and device.type == "cuda" and make is make_batch:
-                    from torch.utils.flop_counter import FlopCounterMode
-
                     with FlopCounterMode(display=False) as counter:
                         loss, _ = compute_loss(model, sched, batch, cfg, recognizer)
                         loss.backward()
@@ -432,8 +395,6 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command in ("drift", "bench"):
-        from labkit.common import QUICK
-
         results = run_bench(args.out, quick=args.quick or QUICK, device=args.device, checkpoint=args.checkpoint)
         print_table(results)
         print(f"wrote {args.out}/bench.json, PNG plots and {results['video']} in {results['seconds']:.0f} s")

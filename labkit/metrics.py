@@ -13,15 +13,29 @@ unit-norm embeddings), and read against two measured levels (DESIGN.md):
 identity times the recognizer's probability that the frame is a face at all, so a frame that is not a face
 (colour blocks, mush, noise) scores like a stranger, as ConsisID scores a frame where no face is found.
 
-The drift benchmark over the shipped checkpoint lives in :mod:`labkit.bench`; run it as
-``python -m labkit.metrics bench --out outputs/bench`` (``--quick`` for a small version) and the speed
-benchmark as ``python -m labkit.metrics speed``.
+The statistics every comparison is read with (standard errors, effect sizes, chunk means) are
+:mod:`labkit.stats`, re-exported here. The drift and speed benchmarks are :mod:`labkit.bench`.
 """
 
 from __future__ import annotations
 
+import argparse
+import numbers
+
 import torch
 import torch.nn.functional as F
+
+from labkit.faces import MAX_PIXELS, NOT_A_FACE_BELOW, embed, embed_with_face_probability, load_recognizer
+from labkit.stats import (
+    MEANINGFUL_DIFFERENCE,
+    chunk_means,
+    describe_effect,
+    effect_verdict,
+    mean_and_se,
+    paired_difference,
+)
+from labkit.synthfaces import make_clips, make_scenes, test_ids
+from labkit.temporal_metrics import frame_stability, share_above, subject_consistency, variety
 
 __all__ = [
     "identity_scores", "identification_top1", "measure_levels", "MIN_SCORE_SIZE", "summarise_scores",
@@ -29,6 +43,7 @@ __all__ = [
     "score_report", "scene_report", "colour_blocks", "embed_frames",
     "reference_embedding", "reference_similarity", "normalised_identity", "identity_levels", "frame_stability",
     "subject_consistency", "share_above", "variety", "crop_regions", "scene_similarity", "bleed_and_swap",
+    "chunk_means",
 ]
 
 
@@ -37,8 +52,6 @@ def embed_frames(recognizer, frames: torch.Tensor, batch_size: int = 256) -> tor
     """Recognizer embeddings of every frame: (B, F, 3, H, W) -> (B, F, 512), or (N, 3, H, W) -> (N, 512)."""
     if frames.ndim not in (4, 5) or frames.shape[-3] != 3:
         raise ValueError(f"frames must be (N, 3, H, W) or (B, F, 3, H, W), got shape {tuple(frames.shape)}")
-    from labkit.faces import embed
-
     return embed(recognizer, frames, batch_size)
 
 
@@ -69,8 +82,6 @@ def reference_similarity(frame_embeddings: torch.Tensor, reference_embeddings: t
 
 def normalised_identity(similarity, ceiling: float, floor: float):
     """(sim - floor) / (ceiling - floor): 1 = as good as real frames, 0 = a stranger. Works on floats and tensors."""
-    import numbers
-
     if not all(isinstance(v, (numbers.Real, torch.Tensor)) and bool(torch.isfinite(torch.as_tensor(v)).all())
                for v in (ceiling, floor)):
         raise ValueError(f"the ceiling ({ceiling!r}) and floor ({floor!r}) must be finite numbers")
@@ -91,8 +102,6 @@ def measure_levels(recognizer, size: int, num_identities: int = 32, num_frames: 
     never used by the benchmarks), each against 3 references: ceiling = mean cosine of a clip's frames to its
     own mean reference; floor = the same frames against the other identities' references.
     """
-    from labkit.synthfaces import test_ids
-
     levels = identity_levels(recognizer, test_ids(num_identities, offset=90_000), size=size, num_frames=num_frames,
                              num_refs=3, num_cuts=3, seed=seed)
     return {"ceiling": levels["ceiling"], "floor": levels["floor"]}
@@ -121,8 +130,6 @@ def _check_images(name: str, x, min_size: int) -> None:
                          "are one or two pixels below that): generate or render at 32 or 64")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be float in [-1, 1], got dtype {x.dtype} (shape {tuple(x.shape)})")
-    from labkit.faces import MAX_PIXELS
-
     if x.numel() > 3 * MAX_PIXELS:  # refused from the shape, before isfinite() allocates a mask as big
         raise ValueError(f"{name} of shape {tuple(x.shape)} holds more than {MAX_PIXELS:,} pixels: score fewer frames")
     if not torch.isfinite(x).all():
@@ -146,8 +153,6 @@ def identity_scores(frames: torch.Tensor, reference_images: torch.Tensor, recogn
     ``return_parts=True`` also returns dict(cosine (B, F), face_probability (B, F), embeddings (B, F, 512),
     ceiling, floor), so a caller needs no second recognizer pass over the frames.
     """
-    from labkit.faces import NOT_A_FACE_BELOW, embed_with_face_probability, load_recognizer
-
     _check_images("frames", frames, MIN_SCORE_SIZE)
     _check_images("reference_images", reference_images, MIN_SCORE_SIZE)
     if frames.shape[0] != reference_images.shape[0]:
@@ -176,8 +181,6 @@ def identification_top1(frames: torch.Tensor, reference_images: torch.Tensor, re
     """Share of frames whose closest reference set (by cosine to its mean embedding), among the B videos'
     reference sets, is their own: frames (B, F, 3, H, W), reference_images (B, R, 3, h, w) -> float.
     Chance is 1/B."""
-    from labkit.faces import embed_with_face_probability, load_recognizer
-
     _check_images("frames", frames, MIN_SCORE_SIZE)
     _check_images("reference_images", reference_images, MIN_SCORE_SIZE)
     recognizer = recognizer if recognizer is not None else load_recognizer()
@@ -196,8 +199,6 @@ def identity_levels(recognizer, ids: torch.Tensor, size: int = 32, num_frames: i
     own mean reference. Floor: the same frames against every *other* identity's mean reference.
     Returns dict(ceiling, floor, ceiling_std, floor_std, size, num_identities).
     """
-    from labkit.synthfaces import make_clips
-
     ids = torch.as_tensor(ids).long()
     if ids.numel() < 2:
         raise ValueError("identity_levels needs at least 2 identities to measure a floor")
@@ -210,64 +211,6 @@ def identity_levels(recognizer, ids: torch.Tensor, size: int = 32, num_frames: i
     ceiling, floor = sims[own], sims[~own]
     return {"ceiling": ceiling.mean().item(), "floor": floor.mean().item(), "ceiling_std": ceiling.std().item(),
             "floor_std": floor.std().item(), "size": size, "num_identities": len(ids)}
-
-
-def frame_stability(frame_embeddings: torch.Tensor, cuts: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cosine between consecutive frames' embeddings, (B, F, D) -> (B,).
-
-    With ``cuts`` (B, F) bool, transitions into a new shot are left out (a cut may change pose and light).
-    """
-    if frame_embeddings.ndim != 3 or (cuts is not None and tuple(cuts.shape) != tuple(frame_embeddings.shape[:2])):
-        raise ValueError(f"frame_embeddings must be (B, F, D) and cuts (B, F), got shapes "
-                         f"{tuple(frame_embeddings.shape)} and {None if cuts is None else tuple(cuts.shape)}")
-    e = F.normalize(frame_embeddings, dim=-1)
-    cos = (e[:, 1:] * e[:, :-1]).sum(-1)  # (B, F-1)
-    keep = torch.ones_like(cos, dtype=torch.bool) if cuts is None else ~cuts[:, 1:].bool()
-    return (cos * keep).sum(1) / keep.sum(1).clamp(min=1)
-
-
-def subject_consistency(frame_embeddings: torch.Tensor) -> torch.Tensor:
-    """VBench's subject consistency with the recognizer: mean over t >= 1 of
-    (max(0, cos(e_t, e_0)) + max(0, cos(e_t, e_t-1))) / 2, (B, F, D) -> (B,).
-
-    As VBench computes it (subject_consistency.py): both cosines are clipped at 0, so a frame that points
-    away from the subject counts as 0, not as a negative. VBench uses DINO features; here the face
-    recognizer makes it about identity.
-    """
-    if frame_embeddings.ndim != 3 or frame_embeddings.shape[1] < 2:
-        raise ValueError(f"subject consistency needs embeddings (B, F, D) with F >= 2 frames, got shape "
-                         f"{tuple(frame_embeddings.shape)}")
-    e = F.normalize(frame_embeddings, dim=-1)
-    to_first = (e[:, 1:] * e[:, :1]).sum(-1).clamp(min=0)
-    to_prev = (e[:, 1:] * e[:, :-1]).sum(-1).clamp(min=0)
-    return ((to_first + to_prev) / 2).mean(1)
-
-
-def share_above(similarity: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Share of frames whose similarity reaches ``threshold`` (>=, as VBench-2.0 counts): (B, F) -> (B,)."""
-    import numbers
-
-    if not isinstance(threshold, (numbers.Real, torch.Tensor)) or torch.isnan(torch.as_tensor(threshold)).any():
-        raise ValueError(f"threshold must be a number, got {threshold!r}")
-    if torch.isnan(similarity).any():  # NaN would silently count as "below"
-        raise ValueError(f"similarity (shape {tuple(similarity.shape)}) holds NaN values")
-    return (similarity >= threshold).float().mean(-1)
-
-
-def variety(frames: torch.Tensor, cuts: torch.Tensor | None = None) -> torch.Tensor:
-    """How much the picture still moves within a shot: mean |frame_t - frame_t-1| in pixels, (B, F, 3, H, W) -> (B,).
-
-    Pose, expression and blinks all change pixels between frames; a model made rigid by too much identity
-    strength repeats the same face and scores near 0. Transitions into a new shot (``cuts`` (B, F)) are left
-    out, so a cut does not count as variety. Compare with the same figure on real clips.
-    """
-    if frames.ndim != 5:
-        raise ValueError(f"frames must be (B, F, 3, H, W), got shape {tuple(frames.shape)}")
-    if cuts is not None and tuple(cuts.shape) != tuple(frames.shape[:2]):
-        raise ValueError(f"cuts must be (B, F) = {tuple(frames.shape[:2])}, got shape {tuple(cuts.shape)}")
-    diff = (frames[:, 1:] - frames[:, :-1]).abs().mean(dim=(2, 3, 4))  # (B, F-1)
-    keep = torch.ones_like(diff, dtype=torch.bool) if cuts is None else ~cuts[:, 1:].bool()
-    return (diff * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
 #: How a portrait frames its face, measured on 400 random renders: the picture's side is 1.91 times the
@@ -355,44 +298,6 @@ def bleed_and_swap(similarity: torch.Tensor) -> dict:
     return {"own": own, "bleed": bleed, "swap_rate": swap}
 
 
-def mean_and_se(per_video: torch.Tensor) -> tuple[float, float]:
-    """Mean over videos and its standard error (std / sqrt(n)); per_video (B,). One video has se 0."""
-    n = per_video.numel()
-    return per_video.mean().item(), (per_video.std().item() / n**0.5) if n > 1 else 0.0
-
-
-#: The smallest difference in normalised identity score (1 = as recognisable as a real frame of the person, 0 = a
-#: stranger) that the course treats as mattering. Every comparison the notebooks print is read against it: a
-#: difference can be statistically clear (many videos, a small standard error) and still too small to matter.
-MEANINGFUL_DIFFERENCE = 0.05
-
-
-def effect_verdict(difference: float, se: float, smallest: float = MEANINGFUL_DIFFERENCE, z: float = 2.0) -> str:
-    """What an effect (a - b, with its standard error) says, read from its size, not from its significance.
-
-    The interval is ``difference +- z * se`` (z = 2: about 95%). Four answers:
-    ``"higher, by more than <smallest>"`` / ``"lower, ..."`` when the whole interval is beyond the smallest
-    difference that matters; ``"no difference that matters"`` when the whole interval lies within
-    +-smallest (however clearly it differs from 0); ``"unclear"`` otherwise (more videos would tell).
-    """
-    low, high = difference - z * se, difference + z * se
-    if low >= smallest:
-        return f"higher, by more than {smallest:.3g}"
-    if high <= -smallest:
-        return f"lower, by more than {smallest:.3g}"
-    if -smallest < low and high < smallest:
-        return f"no difference that matters (within +-{smallest:.3g})"
-    return f"unclear: the interval reaches past +-{smallest:.3g} but also inside it"
-
-
-def describe_effect(label: str, difference: float, se: float, smallest: float = MEANINGFUL_DIFFERENCE,
-                    z: float = 2.0) -> str:
-    """One line: the effect size with its uncertainty, the smallest difference that matters, the verdict."""
-    verdict = effect_verdict(difference, se, smallest, z)
-    return (f"{label}: {difference:+.3f} +- {se:.3f} (interval {difference - z * se:+.3f} to "
-            f"{difference + z * se:+.3f}; matters beyond +-{smallest:.3g}) -> {verdict}")
-
-
 def summarise_scores(scores: torch.Tensor, face_probability: torch.Tensor, frame_embeddings: torch.Tensor,
                      frames: torch.Tensor, cuts: torch.Tensor | None = None, threshold: float = 0.5,
                      chunk_starts: list[int] | None = None) -> dict:
@@ -424,15 +329,8 @@ def summarise_scores(scores: torch.Tensor, face_probability: torch.Tensor, frame
         "per_frame": scores.mean(0).tolist(),
     }
     if chunk_starts:
-        bounds = list(chunk_starts) + [scores.shape[1]]
-        out["per_chunk"] = [scores[:, a:b].mean().item() for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        out["per_chunk"] = chunk_means(scores, chunk_starts).mean(0).tolist()
     return out
-
-
-def paired_difference(a: dict, b: dict) -> tuple[float, float]:
-    """Effect of setting a over setting b on the same videos: mean of the per-video differences of
-    ``identity_score`` and its standard error, from two :func:`summarise_scores` results."""
-    return mean_and_se(torch.tensor(a["per_video"]) - torch.tensor(b["per_video"]))
 
 
 def colour_blocks(frames: torch.Tensor, grid: int = 8) -> torch.Tensor:
@@ -453,8 +351,6 @@ def score_report(size: int = 32, num_identities: int = 32, num_frames: int = 16,
     frames, a look-alike's (another face geometry with this person's colours, hair and accessories), the
     real frames as 8x8 colour blocks, a flat colour and pure noise. Returns the mean score of each.
     """
-    from labkit.synthfaces import make_clips, test_ids
-
     g = torch.Generator().manual_seed(seed)
     ids = test_ids(num_identities, offset=3_000 + 1_000 * seed)
     others = test_ids(num_identities, offset=5_000 + 1_000 * seed)
@@ -477,9 +373,6 @@ def score_report(size: int = 32, num_identities: int = 32, num_frames: int = 16,
 def scene_report(recognizer=None, num_scenes: int = 24, num_frames: int = 4, seed: int = 0) -> dict:
     """Real scenes of 2, 3 and 4 characters scored per face region: own-character similarity, bleed and swap
     rate (:func:`bleed_and_swap`), next to the same characters alone in portrait clips ("single")."""
-    from labkit.faces import load_recognizer
-    from labkit.synthfaces import make_clips, make_scenes, test_ids
-
     recognizer = recognizer if recognizer is not None else load_recognizer()
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -496,16 +389,10 @@ def scene_report(recognizer=None, num_scenes: int = 24, num_frames: int = 4, see
 
 def main(argv=None):
     """``python -m labkit.metrics scores``: the identity score against things that should score low, and
-    real multi-character scenes; ``bench|speed ...`` hand over to :mod:`labkit.bench`."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["scores"]:
-        from labkit.bench import main as bench_main
-
-        return bench_main(argv)
-    from labkit.faces import load_recognizer
-
+    real multi-character scenes. (The drift and speed benchmarks are ``python -m labkit.bench``.)"""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=["scores"])
+    parser.parse_args(argv)
     recognizer = load_recognizer()
     print("identity_scores on held-out identities (mean over 32 people x 16 frames with 3 cuts, 3 references each)")
     print(f"{'':>20}" + "".join(f"{f'{s}x{s}':>10}" for s in (32, 64)))

@@ -8,7 +8,10 @@ start drift apart.
 :class:`labkit.model.IdentityVideoDiT`. ``generate`` encodes the reference faces with the frozen recognizer,
 averages them, turns them into identity tokens and denoises with DDIM, passing
 ``cross_attention_kwargs={"identity_tokens": ..., "identity_strength": ...}``. Long videos are made chunk by
-chunk; each chunk continues from the last frames of the previous one, with a cut between chunks.
+chunk (:func:`plan_chunks`); each chunk continues from the last frames of the previous one, with a cut between
+chunks, and every step of every chunk is one :func:`denoise_step`. As in diffusers, the recognizer is a
+registered component, ``callback_on_step_end`` sees every step, and progress shows in the pipeline's own
+progress bar (``set_progress_bar_config``).
 
 The four strategies of the course, behind one argument. By default the first reference is also the
 keyframe, the given first frame of the video; with ``keyframe=False`` the first chunk is drawn from pure
@@ -26,6 +29,8 @@ face_aware     identity tokens, with identity attention limited to the face mask
 from __future__ import annotations
 
 import inspect
+import numbers
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +39,19 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from labkit.common import to_uint8
+from labkit.faces import (
+    NOT_A_FACE_BELOW,
+    FaceRecognitionBackbone,
+    detect_faces,
+    embed_with_face_probability,
+    load_recognizer,
+)
+from labkit.identity import region_routing_mask
+from labkit.model import load_model
+
 __all__ = ["denoise_step", "make_scheduler", "ReferenceConditionedGenerator", "GeneratorOutput",
-           "STRATEGIES", "centred_face_masks", "has_face"]
+           "STRATEGIES", "centred_face_masks", "has_face", "frames_for_chunks", "Chunk", "plan_chunks"]
 
 STRATEGIES = ("implicit", "keyframe", "explicit", "face_aware")
 
@@ -96,10 +112,6 @@ def has_face(images: torch.Tensor, recognizer=None, min_probability: float | Non
     probability reaches ``min_probability`` (default ``labkit.faces.NOT_A_FACE_BELOW``); then, for what it
     rejects, MTCNN (``labkit.faces.detect_faces``), which finds real faces in photos.
     """
-    import warnings
-
-    from labkit.faces import NOT_A_FACE_BELOW, detect_faces, embed_with_face_probability, load_recognizer
-
     if not getattr(recognizer, "has_face_check", False):
         recognizer = load_recognizer()
     threshold = NOT_A_FACE_BELOW if min_probability is None else min_probability
@@ -111,6 +123,38 @@ def has_face(images: torch.Tensor, recognizer=None, min_probability: float | Non
         missing = torch.nonzero(~found).flatten()
         found[missing[det.image_index.unique()]] = True
     return found
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One model call of a chunked video: ``start`` is the index of its first new frame in the video,
+    ``num_given`` how many frames it is given (the keyframe and/or the previous chunk's last frames),
+    ``num_new`` how many it makes, ``anchor`` whether the keyframe is given again in it."""
+
+    index: int
+    start: int
+    num_given: int
+    num_new: int
+    anchor: bool
+
+
+def plan_chunks(num_frames: int, chunk_len: int, context_frames: int = 2, keyframe: bool = True,
+                strategy: str = "explicit", reanchor_every: int | None = None) -> list[Chunk]:
+    """How a video of ``num_frames`` new frames is cut into model calls of at most ``chunk_len`` frames.
+
+    The first chunk is given the keyframe (or nothing, with ``keyframe=False``); every later chunk is given
+    ``context_frames`` frames: the previous chunk's last ones, with the keyframe in the first slot when it is
+    anchored (the "keyframe" strategy, or every ``reanchor_every``-th chunk).
+    """
+    plan, produced = [], 0
+    while produced < num_frames:
+        i = len(plan)
+        anchor = keyframe and i > 0 and (strategy == "keyframe" or bool(reanchor_every and i % reanchor_every == 0))
+        given = (1 if keyframe else 0) if i == 0 else context_frames
+        new = min(chunk_len - given, num_frames - produced)
+        plan.append(Chunk(i, produced, given, new, anchor))
+        produced += new
+    return plan
 
 
 @dataclass
@@ -129,32 +173,29 @@ class GeneratorOutput(BaseOutput):
 class ReferenceConditionedGenerator(DiffusionPipeline):
     """Reference images -> a long video of that face, with one of four consistency strategies.
 
-    Components: ``model`` (IdentityVideoDiT), ``scheduler`` (DDIM for sampling) and, unregistered,
-    ``recognizer`` (the frozen face recognizer, default the kit's synthfaces one).
+    Components: ``model`` (IdentityVideoDiT), ``scheduler`` (DDIM for sampling) and ``recognizer`` (the frozen
+    face recognizer that turns references into embeddings; default the kit's synthfaces one).
     """
 
     model_cpu_offload_seq = "model"
+    _optional_components = ["recognizer"]  # a component; None at construction means the kit's synthfaces one
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(self, model, scheduler, recognizer=None):
         super().__init__()
-        self.register_modules(model=model, scheduler=scheduler)
-        self._recognizer = recognizer
+        if recognizer is None:
+            recognizer = FaceRecognitionBackbone(device=model.device)
+        self.register_modules(model=model, scheduler=scheduler, recognizer=recognizer)
 
     @classmethod
     def from_shipped(cls, device=None, path=None) -> ReferenceConditionedGenerator:
         """The shipped checkpoint (data/identity_video_dit), a DDIM scheduler and the synthfaces recognizer."""
-        from labkit.model import load_model
-
-        pipe = cls(load_model(path, device=device), make_scheduler("ddim"))
-        return pipe
+        return cls(load_model(path, device=device), make_scheduler("ddim"))
 
     @property
-    def recognizer(self):
-        if self._recognizer is None:
-            from labkit.faces import FaceRecognitionBackbone
-
-            self._recognizer = FaceRecognitionBackbone(device=self.model.device)
-        return self._recognizer
+    def num_timesteps(self) -> int:
+        """Denoising steps of the last (or running) ``generate`` call, over all its chunks."""
+        return getattr(self, "_num_timesteps", 0)
 
     def _prepare_references(self, reference_images, check_faces: bool):
         """(R, 3, H, W) or (B, R, 3, H, W) or (3, H, W) -> (B, R, 3, S, S) at the model's size."""
@@ -190,57 +231,9 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             flat = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return flat.reshape(b, r, 3, size, size)
 
-    def _model_call(self, x, t, context, given, masks, cuts, tokens, strength, guidance, routing=None):
-        kwargs = dict(context_frames=context, context_mask=given, cuts=cuts)
-        identity = {"identity_tokens": tokens, "identity_strength": strength}
-        if routing is not None:
-            identity["identity_attention_mask"] = routing
-        cond = self.model(x, t, face_masks=masks, cross_attention_kwargs=identity, **kwargs).sample
-        if tokens is None or guidance == 1.0:
-            return cond
-        uncond = self.model(x, t, face_masks=None, **kwargs).sample
-        return uncond + guidance * (cond - uncond)
-
-    @torch.no_grad()
-    def generate(self, prompt: str | None = None, reference_images: torch.Tensor | None = None,
-                 num_frames: int = 16, identity_strength: float = 0.8, strategy: str = "explicit",
-                 generator: torch.Generator | None = None, num_inference_steps: int = 20,
-                 face_masks: torch.Tensor | None = None, layout: str = "centred", chunking: bool = True,
-                 context_frames: int = 2, cuts_between_chunks: bool = True, reanchor_every: int | None = None,
-                 identity_guidance: float = 1.0, init_strength: float = 1.0, check_faces: bool = True,
-                 keyframe: bool = True,
-                 progress: bool = True, identity_tokens: torch.Tensor | None = None,
-                 character_masks: torch.Tensor | None = None, token_character: torch.Tensor | None = None,
-                 output_type: str = "pt", return_dict: bool = True):
-        """Generate ``num_frames`` frames of the face in ``reference_images``.
-
-        prompt: kept for the diffusers-style signature; the lab model has no text encoder and ignores it.
-        reference_images: (R, 3, H, W) or (B, R, 3, H, W) in [-1, 1], any size (resized to the model's);
-            the first one is also the keyframe. R references are averaged into one identity.
-        identity_strength: scale of identity attention (0 = off). strategy: one of STRATEGIES.
-        face_masks: layout (F, H, W) or (B, F, H, W) at the model's size, e.g. from synthfaces; otherwise
-            ``layout="centred"`` puts an ellipse in the middle. Used by "face_aware" only.
-        chunking: False forbids chunks (then num_frames must fit in one model call).
-        context_frames: given frames per continuation chunk (the previous chunk's last ones; with keyframe
-            anchoring the keyframe takes one of these slots).
-        reanchor_every: also give the keyframe every n-th chunk, whatever the strategy.
-        identity_guidance: > 1 pushes the prediction away from the no-identity prediction (costs 2x).
-        init_strength: how much noise each chunk starts from. 1.0 (default) = pure noise; below 1, the new
-            frames start from the chunk's last given frame noised to that level and only the remaining steps
-            run (SDEdit-style image-to-video; not for the first chunk when keyframe=False).
-        keyframe: True gives the first reference as the video's first frame; False draws the first chunk from
-            pure noise and the references only (explicit and face_aware strategies; implicit and keyframe
-            need a first frame).
-        identity_tokens: precomputed tokens (B, L, identity_dim) used instead of encoding reference_images
-            (which still give the keyframe), e.g. several characters' tokens one after the other.
-        character_masks, token_character: region routing for several characters: per-character layout
-            (B, F, C, H, W) and the character of each identity token (L,); each character's face region
-            then attends only to its own tokens (``labkit.identity.region_routing_mask``).
-        Returns GeneratorOutput(frames (B, F, 3, H, W), cuts (B, F), face_masks, chunk_starts, strategy),
-        or a tuple (frames,) when return_dict is False; output_type "np" gives uint8 (B, F, H, W, 3).
-        """
-        import numbers
-
+    def check_inputs(self, reference_images, num_frames, identity_strength, strategy, num_inference_steps,
+                     chunking, context_frames, identity_guidance, init_strength, keyframe, output_type):
+        """Refuse bad arguments of :meth:`generate` with a message that names the argument."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
         for name, value, top in (("num_frames", num_frames, 10_000), ("num_inference_steps", num_inference_steps,
@@ -254,10 +247,7 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             raise ValueError(f"output_type must be 'pt' or 'np', got {output_type!r}")
         if reference_images is None:
             raise ValueError("reference_images is required: (R, 3, H, W) or (B, R, 3, H, W)")
-        cfg = self.model.config
-        chunk_len = cfg.max_frames
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        chunk_len = self.model.config.max_frames
         one_call = chunk_len - 1 if keyframe else chunk_len
         if not chunking and num_frames > one_call:
             raise ValueError(f"num_frames={num_frames} is beyond what the model makes in one call "
@@ -270,102 +260,167 @@ class ReferenceConditionedGenerator(DiffusionPipeline):
             raise ValueError(f"strategy {strategy!r} needs a first frame to start from (it has no identity tokens "
                              "to draw the person from the references alone): use keyframe=True, or the 'explicit' "
                              "or 'face_aware' strategy with keyframe=False")
-        refs = self._prepare_references(reference_images, check_faces)
-        device, b, size = self.model.device, refs.shape[0], cfg.sample_size
 
-        use_tokens = strategy in ("explicit", "face_aware")
+    def encode_references(self, refs: torch.Tensor) -> torch.Tensor:
+        """References (B, R, 3, S, S) -> identity tokens (B, L, identity_dim): the recognizer's embeddings of
+        the R references, averaged by the model's identity encoder."""
+        b, r, size = refs.shape[0], refs.shape[1], refs.shape[-1]
+        emb = self.recognizer(refs.reshape(-1, 3, size, size)).reshape(b, r, -1)
+        return self.model.encode_identity(emb.to(self.model.device))
+
+    def _model_call(self, x, t, context, given, masks, cuts, tokens, strength, guidance, routing=None):
+        kwargs = dict(context_frames=context, context_mask=given, cuts=cuts)
+        identity = {"identity_tokens": tokens, "identity_strength": strength}
+        if routing is not None:
+            identity["identity_attention_mask"] = routing
+        cond = self.model(x, t, face_masks=masks, cross_attention_kwargs=identity, **kwargs).sample
+        if tokens is None or guidance == 1.0:
+            return cond
+        uncond = self.model(x, t, face_masks=None, **kwargs).sample
+        return uncond + guidance * (cond - uncond)
+
+    def _chunk_inputs(self, chunk: Chunk, first_frame, outputs, context_frames, cuts_between_chunks,
+                      layout_masks, strategy, tokens, character_masks, token_character) -> dict:
+        """The model's keyword arguments for one chunk: given frames, their mask, cuts, face masks, routing."""
+        b, size, device = first_frame.shape[0], first_frame.shape[-1], first_frame.device
+        if chunk.index == 0:
+            given = [first_frame] if chunk.num_given else []
+        else:
+            last = torch.cat(outputs, dim=1)
+            prev = last[:, -(context_frames - 1):] if chunk.anchor else last[:, -context_frames:]
+            given = ([first_frame] if chunk.anchor else []) + list(prev.unbind(1))
+        k, f = chunk.num_given, chunk.num_given + chunk.num_new
+        ctx = torch.zeros(b, f, 3, size, size, device=device)
+        if k:
+            ctx[:, :k] = torch.stack(given, dim=1)
+        given_mask = torch.zeros(b, f, dtype=torch.bool, device=device)
+        given_mask[:, :k] = True
+        cuts = torch.zeros(b, f, dtype=torch.bool, device=device)
+        if k and (chunk.index == 0 or cuts_between_chunks):
+            cuts[:, k] = True
+        if chunk.anchor and k > 1:
+            cuts[:, 1] = True  # the keyframe is a different shot from the previous chunk's frames
+        new = slice(chunk.start, chunk.start + chunk.num_new)
+        masks = None
+        if strategy == "face_aware":
+            new_masks = layout_masks[:, new]
+            masks = torch.cat([new_masks[:, :1].expand(b, k, size, size), new_masks], dim=1)
+        routing = None
+        if character_masks is not None and tokens is not None:
+            new_cm = character_masks[:, new].to(device)
+            cm = torch.cat([new_cm[:, :1].expand(b, k, *new_cm.shape[2:]), new_cm], dim=1)
+            routing = region_routing_mask(cm, token_character, grid=self.model.grid)
+        return dict(context=ctx, given=given_mask, masks=masks, cuts=cuts, routing=routing)
+
+    @torch.no_grad()
+    def generate(self, prompt: str | None = None, reference_images: torch.Tensor | None = None,
+                 num_frames: int = 16, identity_strength: float = 0.8, strategy: str = "explicit",
+                 generator: torch.Generator | None = None, num_inference_steps: int = 20,
+                 face_masks: torch.Tensor | None = None, layout: str = "centred", chunking: bool = True,
+                 context_frames: int = 2, cuts_between_chunks: bool = True, reanchor_every: int | None = None,
+                 identity_guidance: float = 1.0, init_strength: float = 1.0, check_faces: bool = True,
+                 keyframe: bool = True,
+                 progress: bool = True, identity_tokens: torch.Tensor | None = None,
+                 character_masks: torch.Tensor | None = None, token_character: torch.Tensor | None = None,
+                 output_type: str = "pt", return_dict: bool = True, callback_on_step_end=None,
+                 callback_on_step_end_tensor_inputs: list[str] = ("latents",)):
+        """Generate ``num_frames`` frames of the face in ``reference_images``.
+
+        prompt: kept for the diffusers-style signature; the lab model has no text encoder and ignores it.
+        reference_images: (R, 3, H, W) or (B, R, 3, H, W) in [-1, 1], any size (resized to the model's);
+            the first one is also the keyframe. R references are averaged into one identity.
+        identity_strength: scale of identity attention (0 = off). strategy: one of STRATEGIES.
+        face_masks: layout (F, H, W) or (B, F, H, W) at the model's size, e.g. from synthfaces; otherwise
+            ``layout="centred"`` puts an ellipse in the middle. Used by "face_aware" only.
+        chunking: False forbids chunks (then num_frames must fit in one model call).
+        context_frames: given frames per continuation chunk (the previous chunk's last ones; with keyframe
+            anchoring the keyframe takes one of these slots). The chunks are :func:`plan_chunks`.
+        reanchor_every: also give the keyframe every n-th chunk, whatever the strategy.
+        identity_guidance: > 1 pushes the prediction away from the no-identity prediction (costs 2x).
+        init_strength: how much noise each chunk starts from. 1.0 (default) = pure noise; below 1, the new
+            frames start from the chunk's last given frame noised to that level and only the remaining steps
+            run (SDEdit-style image-to-video; not for the first chunk when keyframe=False).
+        keyframe: True gives the first reference as the video's first frame; False draws the first chunk from
+            pure noise and the references only (explicit and face_aware strategies; implicit and keyframe
+            need a first frame).
+        identity_tokens: precomputed tokens (B, L, identity_dim) used instead of encoding reference_images
+            (which still give the keyframe), e.g. several characters' tokens one after the other.
+        character_masks, token_character: region routing for several characters: per-character layout
+            (B, F, C, H, W) and the character of each identity token (L,); each character's face region
+            then attends only to its own tokens (``labkit.identity.region_routing_mask``).
+        progress: show the pipeline's progress bar (configure it with ``set_progress_bar_config``).
+        callback_on_step_end: as in diffusers, ``callback(pipe, step, timestep, callback_kwargs) -> dict`` after
+            every denoising step (``step`` counts over all chunks, out of ``pipe.num_timesteps``);
+            callback_kwargs holds ``callback_on_step_end_tensor_inputs`` ("latents": the chunk's sample), and
+            a returned "latents" replaces it. An exception raised in it stops the generation.
+        Returns GeneratorOutput(frames (B, F, 3, H, W), cuts (B, F), face_masks, chunk_starts, strategy),
+        or a tuple (frames,) when return_dict is False; output_type "np" gives uint8 (B, F, H, W, 3).
+        """
+        self.check_inputs(reference_images, num_frames, identity_strength, strategy, num_inference_steps,
+                          chunking, context_frames, identity_guidance, init_strength, keyframe, output_type)
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not among "
+                             f"{self._callback_tensor_inputs}")
+        refs = self._prepare_references(reference_images, check_faces)
+        device, b, size = self.model.device, refs.shape[0], self.model.config.sample_size
         tokens = None
-        if use_tokens and identity_tokens is not None:
+        if strategy in ("explicit", "face_aware") and identity_tokens is not None:
             if identity_tokens.ndim != 3 or identity_tokens.shape[0] != b:
                 raise ValueError(f"identity_tokens must be (B={b}, L, D), got {tuple(identity_tokens.shape)}")
             tokens = identity_tokens.to(device)
-        elif use_tokens:
-            emb = self.recognizer(refs.reshape(-1, 3, size, size)).reshape(b, refs.shape[1], -1)
-            tokens = self.model.encode_identity(emb.to(device))
+        elif strategy in ("explicit", "face_aware"):
+            tokens = self.encode_references(refs)
         layout_masks = self._layout(face_masks, layout, b, num_frames, size, device)
-        first_frame = refs[:, 0]
-
-        outputs, cut_flags, chunk_starts, produced, chunk = [], [], [], 0, 0
-        num_chunks = self._count_chunks(num_frames, chunk_len, context_frames, keyframe)
+        plan = plan_chunks(num_frames, self.model.config.max_frames, context_frames, keyframe, strategy,
+                           reanchor_every)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = full_timesteps = self.scheduler.timesteps
+        full_timesteps = self.scheduler.timesteps
+        timesteps = full_timesteps  # continuation chunks start part-way with init_strength < 1
         if init_strength < 1.0:
             timesteps = timesteps[timesteps <= init_strength * self.scheduler.config.num_train_timesteps]
-        steps_per_chunk = len(timesteps)
-        total = num_chunks * steps_per_chunk + (0 if keyframe else len(full_timesteps) - steps_per_chunk)
-        bar = self.progress_bar(total=total) if progress else None
-        while produced < num_frames:
-            anchor = chunk > 0 and (strategy == "keyframe" or bool(reanchor_every and chunk % reanchor_every == 0))
-            anchor = anchor and keyframe
-            if chunk == 0:
-                given = [first_frame] if keyframe else []
-            else:
-                last = torch.cat(outputs, dim=1)
-                prev = last[:, -(context_frames - 1):] if anchor else last[:, -context_frames:]
-                given = ([first_frame] if anchor else []) + list(prev.unbind(1))
-            k = len(given)
-            n_new = min(chunk_len - k, num_frames - produced)
-            f = k + n_new
-            ctx = torch.zeros(b, f, 3, size, size, device=device)
-            if k:
-                ctx[:, :k] = torch.stack(given, dim=1)
-            given_mask = torch.zeros(b, f, dtype=torch.bool, device=device)
-            given_mask[:, :k] = True
-            cuts = torch.zeros(b, f, dtype=torch.bool, device=device)
-            if k and (chunk == 0 or cuts_between_chunks):
-                cuts[:, k] = True
-            if anchor and k > 1:
-                cuts[:, 1] = True  # the keyframe is a different shot from the previous chunk's frames
-            masks = None
-            if strategy == "face_aware":
-                new_masks = layout_masks[:, produced:produced + n_new]
-                masks = torch.cat([new_masks[:, :1].expand(b, k, size, size), new_masks], dim=1)
-            routing = None
-            if character_masks is not None and tokens is not None:
-                from labkit.identity import region_routing_mask
-
-                new_cm = character_masks[:, produced:produced + n_new].to(device)
-                cm = torch.cat([new_cm[:, :1].expand(b, k, *new_cm.shape[2:]), new_cm], dim=1)
-                routing = region_routing_mask(cm, token_character, grid=self.model.grid)
-            x = randn_tensor((b, f, 3, size, size), generator=generator, device=device)
-            chunk_steps = timesteps if k else full_timesteps
-            if init_strength < 1.0 and k:
-                start = ctx[:, k - 1:k].expand(b, f, 3, size, size)
-                x = self.scheduler.add_noise(start, x, timesteps[:1].repeat(b))
-            for t in chunk_steps:
-                pred = self._model_call(x, t, ctx, given_mask, masks, cuts, tokens, identity_strength,
-                                        identity_guidance, routing)
-                x = self.scheduler.step(pred, t, x, generator=generator).prev_sample
-                if bar is not None:
-                    bar.update()
-            outputs.append(x[:, k:].clamp(-1, 1))
-            flags = cuts[:, k:].clone()
-            cut_flags.append(flags)
-            chunk_starts.append(produced)
-            produced += n_new
-            chunk += 1
-        if bar is not None:
-            bar.close()
+        self._num_timesteps = sum(len(timesteps if c.num_given else full_timesteps) for c in plan)
+        bar = self.progress_bar(total=self._num_timesteps) if progress else None
+        outputs, cut_flags, step = [], [], 0
+        try:
+            for chunk in plan:
+                inputs = self._chunk_inputs(chunk, refs[:, 0], outputs, context_frames, cuts_between_chunks,
+                                            layout_masks, strategy, tokens, character_masks, token_character)
+                k, f = chunk.num_given, chunk.num_given + chunk.num_new
+                model_kwargs = dict(**inputs, tokens=tokens, strength=identity_strength, guidance=identity_guidance)
+                latents = randn_tensor((b, f, 3, size, size), generator=generator, device=device)
+                if init_strength < 1.0 and k:
+                    start = inputs["context"][:, k - 1:k].expand(b, f, 3, size, size)
+                    latents = self.scheduler.add_noise(start, latents, timesteps[:1].repeat(b))
+                for t in (timesteps if k else full_timesteps):
+                    latents = denoise_step(latents, self._model_call, t, self.scheduler, generator, model_kwargs)
+                    if callback_on_step_end is not None:
+                        wanted = callback_on_step_end_tensor_inputs
+                        callback_kwargs = {"latents": latents} if "latents" in wanted else {}
+                        latents = (callback_on_step_end(self, step, t, callback_kwargs) or {}).get("latents", latents)
+                    step += 1
+                    if bar is not None:
+                        bar.update()
+                outputs.append(latents[:, k:].clamp(-1, 1))
+                cut_flags.append(inputs["cuts"][:, k:].clone())
+        finally:
+            if bar is not None:
+                bar.close()
         frames = torch.cat(outputs, dim=1)
         all_cuts = torch.cat(cut_flags, dim=1)
         all_cuts[:, 0] = False  # frame 0 of the output starts the video, not a cut
         if output_type == "np":
-            from labkit.common import to_uint8
-
             frames = to_uint8(frames)
         if not return_dict:
             return (frames,)
         return GeneratorOutput(frames=frames, cuts=all_cuts.cpu(), face_masks=layout_masks.cpu(),
-                               chunk_starts=chunk_starts, strategy=strategy)
+                               chunk_starts=[c.start for c in plan], strategy=strategy)
 
     __call__ = generate
 
     @staticmethod
     def _count_chunks(num_frames, chunk_len, context_frames, keyframe=True):
-        first = chunk_len - 1 if keyframe else chunk_len
-        if num_frames <= first:
-            return 1
-        return 1 + -(-(num_frames - first) // (chunk_len - context_frames))
+        return len(plan_chunks(num_frames, chunk_len, context_frames, keyframe))
 
     @staticmethod
     def _layout(face_masks, layout, b, num_frames, size, device):

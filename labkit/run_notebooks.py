@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
+from nbclient import NotebookClient
+
 _PEAK_MARKER = "LABKIT_PEAK_RSS_MB="
 #: Quick-mode budgets: peak memory of one notebook's kernel (MB) and wall time of the whole sequence (s).
 PEAK_BUDGET_MB = 1536
@@ -75,25 +78,26 @@ def run_notebook(path: str | Path, quick: bool = True, timeout: int = 600, save_
 
     Returns a dict with the notebook name, wall seconds and the kernel's peak memory in MB.
     """
-    import nbformat
-    from nbclient import NotebookClient
-
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
-    env_before = os.environ.get("LABKIT_QUICK")
-    os.environ["LABKIT_QUICK"] = "1" if quick else "0"
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # The kernel inherits these; this process gets its own values back afterwards. A kernel draws inline, as
+    # in Jupyter, unless MPLBACKEND says otherwise.
+    kernel_env = {"LABKIT_QUICK": "1" if quick else "0",
+                  "MPLBACKEND": os.environ.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
+    env_before = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     start = time.perf_counter()
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute()
     finally:
-        if env_before is None:
-            os.environ.pop("LABKIT_QUICK", None)
-        else:
-            os.environ["LABKIT_QUICK"] = env_before
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     seconds = time.perf_counter() - start
     peak = float("nan")
     for out in nb.cells[-1].get("outputs", []):

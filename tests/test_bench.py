@@ -1,9 +1,13 @@
 """The benchmark commands: video lengths in chunks, degraded references, the speed figures."""
 
+import math
+
+import pytest
 import torch
 
 from labkit.bench import degrade, frames_for_chunks, speed
 from labkit.pipeline import ReferenceConditionedGenerator
+from labkit.train import PRESETS
 
 
 def test_frames_for_chunks_gives_exactly_that_many_generator_chunks():
@@ -29,5 +33,21 @@ def test_speed_reports_training_and_sampling_figures_on_the_cpu():
         r = speed("cpu", steps=1, preset="smoke")
     finally:
         torch.set_num_threads(threads)
-    assert r["train_clips_per_s"] > 0 and r["device"] == "cpu" and "mfu_bf16" not in r
-    assert r["sample_s_per_16_frames_init_1.0"] > 0 and r["sample_chunks_per_16_frames"] == 3
+    assert r["device"] == "cpu" and r["preset"] == "smoke" and r["threads"] == 1 and "mfu_bf16" not in r
+    cfg = PRESETS["smoke"]  # each rate is the preset's batch over the measured step
+    assert r["train_clips_per_s"] * r["train_step_s"] == pytest.approx(cfg.batch_size)
+    assert r["train_images_per_s"] * r["train_image_step_s"] == pytest.approx(cfg.image_batch_size)
+    assert all(math.isfinite(r[f"sample_s_per_16_frames_init_{s}"]) for s in (1.0, 0.7))
+    assert r["sample_chunks_per_16_frames"] == 3, "16 frames take 3 chunks of an 8-frame model"
+
+
+def test_the_benchmark_and_the_drift_lab_share_one_engine_and_one_table_of_degradations():
+    from labkit.bench import DEGRADATIONS, Bench
+    from labkit.drift import DriftEngine
+    from labkit.widgets import REFERENCE_QUALITIES, STRATEGIES
+
+    assert issubclass(Bench, DriftEngine)
+    assert list(REFERENCE_QUALITIES.values()) == list(DEGRADATIONS.values()), "the lab's names for the same numbers"
+    from labkit.pipeline import STRATEGIES as PIPELINE_STRATEGIES
+
+    assert STRATEGIES is PIPELINE_STRATEGIES

@@ -171,3 +171,48 @@ def test_precomputed_tokens_and_region_routing_for_two_characters(pipe):
     assert (free - routed).abs().mean() > 1e-4
     with pytest.raises(ValueError, match="identity_tokens must be"):
         gen(pipe, strategy="explicit", identity_tokens=tokens[0])
+
+
+def test_generate_is_denoise_step_over_a_chunk_plan(pipe, monkeypatch):
+    """Every denoising step of generate() is the course's denoise_step, once per step of every planned chunk."""
+    import labkit.pipeline as pl
+
+    plan = pl.plan_chunks(20, 4, context_frames=2)
+    assert [c.num_given for c in plan] == [1] + [2] * (len(plan) - 1)
+    assert sum(c.num_new for c in plan) == 20 and [c.start for c in plan] == gen(pipe, num_frames=20).chunk_starts
+    calls = []
+    real = pl.denoise_step
+    monkeypatch.setattr(pl, "denoise_step", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    gen(pipe, num_frames=20)
+    assert len(calls) == 3 * len(plan) and all(s is pipe.scheduler for s in calls)
+
+
+def test_callback_on_step_end_sees_every_step_and_can_replace_or_stop(pipe):
+    seen = []
+
+    def record(p, step, t, kwargs):
+        seen.append((step, p.num_timesteps, kwargs["latents"].shape))
+        return kwargs
+
+    plain = gen(pipe, num_frames=6).frames
+    assert torch.equal(gen(pipe, num_frames=6, callback_on_step_end=record).frames, plain), "a no-op callback"
+    assert [s for s, _, _ in seen] == list(range(seen[0][1])) and seen[0][1] == 3 * len(gen(pipe).chunk_starts)
+
+    class Stop(Exception):
+        pass
+
+    def stop(p, step, t, kwargs):
+        raise Stop
+
+    with pytest.raises(Stop):
+        gen(pipe, callback_on_step_end=stop)
+    to_zero = lambda p, s, t, k: {"latents": torch.zeros_like(k["latents"])}
+    zeroed = gen(pipe, num_frames=3, callback_on_step_end=to_zero)
+    assert torch.equal(zeroed.frames, torch.zeros_like(zeroed.frames)), "a returned latents replaces the sample"
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        gen(pipe, callback_on_step_end=record, callback_on_step_end_tensor_inputs=["noise"])
+
+
+def test_the_recognizer_is_a_registered_component(pipe):
+    assert set(pipe.components) == {"model", "scheduler", "recognizer"}
+    assert pipe.recognizer is pipe.components["recognizer"]
