@@ -35,9 +35,15 @@ def test_notebook_opens_with_goals_and_colab_setup(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_ends_with_a_question(path):
-    last_md = [c for c in _load(path).cells if c.cell_type == "markdown"][-1]
-    assert "?" in last_md.source, f"{path.name} should end with a question for the learner"
+def test_notebook_ends_with_a_measured_result_and_a_question(path):
+    cells = _load(path).cells
+    last_md = " ".join([c for c in cells if c.cell_type == "markdown"][-1].source.split())
+    questions = [q for q in re.findall(r"[^.?!]+\?", last_md) if len(q.split()) >= 6]
+    assert questions, f"{path.name}: its last text cell should ask the learner a question (a sentence of 6+ words)"
+    # One of the last code cells prints a measured figure (a formatted number) or a report of them.
+    last_code = [c.source for c in cells if c.cell_type == "code"][-4:]
+    assert any(re.search(r"\{[^{}]*:[+]?\.?\d*[fge%]\}|describe_effect|report\(", s) for s in last_code), \
+        f"{path.name}: none of its last code cells prints a measured result"
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("00_")],
