@@ -37,7 +37,6 @@ from labkit.synth_styles import (
     HairStyle,
 )
 
-
 # ----------------------------------------------------------------------------------------------- shapes
 _HALF, _THREE, _MINUS_TWO = torch.tensor(0.5), torch.tensor(3.0), torch.tensor(-2.0)
 
