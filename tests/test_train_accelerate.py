@@ -57,6 +57,19 @@ def test_two_processes_train_and_only_process_0_writes(tmp_path):
         "checkpoint.pt", "loss.png", "model", "summary.json", "wall_time.json"]
 
 
+def test_accelerate_cpu_with_two_processes_trains_in_one_and_says_so(tmp_path):
+    """The command a learner types first, `accelerate launch --cpu --num_processes 2 -m labkit.train ...`:
+    Accelerate starts one CPU process without MPI; labkit trains, writes the run folder and says why."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "labkit.train", *TRAIN, "--out", str(tmp_path / "run")]
+    done = run(command)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("started ONE process") == 1 and done.stdout.count("done: 12 steps") == 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["processes"] == 1
+    assert (tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors").is_file()
+
+
 def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     assert run(launch(tmp_path / "run", "--steps", "3")).returncode == 0
     one = run([sys.executable, "-m", "labkit.train", *TRAIN, "--out", str(tmp_path / "run"), "--steps", "3"])
