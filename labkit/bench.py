@@ -109,7 +109,7 @@ def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
     token after each character's tokens. Routing limits each face region to its own character's tokens.
     Scored against separately rendered references of each character, per face region.
     """
-    model, rec = bench.pipe.model, bench.recognizer
+    model, rec, encoder = bench.pipe.model, bench.recognizer, bench.pipe.recognizer
     ids = test_ids(2 * num_scenes, offset=200).view(num_scenes, 2)
     num_frames = frames_for_chunks(num_chunks, bench.max_frames)
     g = torch.Generator().manual_seed(bench.seed + 2)
@@ -117,7 +117,7 @@ def run_scenes(bench: Bench, num_scenes: int, num_chunks: int = 3) -> dict:
     scoring = make_clips(ids.reshape(-1), num_frames=1, size=bench.size, num_refs=3, generator=g).references
     score_emb = embed_frames(rec, scoring).reshape(num_scenes, 2, 3, -1)
     layout = scenes.masks[:, 1:]  # (B, F, 2, S, S): where each character's face is in the generated frames
-    emb = embed_frames(rec, scenes.references.flatten(0, 1)).reshape(num_scenes, 2, 3, -1)  # (B, 2, R, 512)
+    emb = embed_frames(encoder, scenes.references.flatten(0, 1)).reshape(num_scenes, 2, 3, -1)  # (B, 2, R, 512)
     emb = emb.to(model.device)
     tokens = [model.encode_identity(emb[:, c]) for c in range(2)]
     t = tokens[0].shape[1]

@@ -27,6 +27,7 @@ import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from labkit.common import data_path, get_device, to_uint8
+from labkit.faces import EVAL_WEIGHTS, load_recognizer
 from labkit.metrics import chunk_means, embed_frames, identity_scores, reference_embedding, variety
 from labkit.pipeline import STRATEGIES, ReferenceConditionedGenerator, frames_for_chunks
 from labkit.synthfaces import make_clip, make_clips, test_ids
@@ -166,16 +167,24 @@ def model_folder(model_path=None) -> Path:
     return Path(model_path) if model_path is not None else data_path("identity_video_dit")
 
 
-def model_fingerprint(model_path=None) -> str | None:
-    """sha256 of the model's weights file (None if there is none): ties a precomputed sweep to its model."""
-    weights = model_folder(model_path) / "diffusion_pytorch_model.safetensors"
-    if not weights.is_file():
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
         return None
     digest = hashlib.sha256()
-    with open(weights, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_fingerprint(model_path=None) -> str | None:
+    """sha256 of the model's weights file (None if there is none): ties a precomputed sweep to its model."""
+    return _sha256(model_folder(model_path) / "diffusion_pytorch_model.safetensors")
+
+
+def scorer_fingerprint() -> str | None:
+    """sha256 of the scoring recognizer's weights: ties a precomputed sweep to the scores it was made with."""
+    return _sha256(Path(data_path(EVAL_WEIGHTS)))
 
 
 class _threads:
@@ -230,7 +239,7 @@ class DriftEngine:
         self.num_threads = num_threads
         self.device = device or get_device()
         self.pipe = ReferenceConditionedGenerator.from_shipped(device=self.device, path=folder)
-        self.recognizer = self.pipe.recognizer
+        self.recognizer = load_recognizer(device=str(self.device))  # the scoring recognizer, not the encoder
         self.size = self.pipe.model.config.sample_size
         self.max_frames = self.pipe.model.config.max_frames
         self.steps = steps

@@ -23,6 +23,7 @@ from labkit.drift import (
     DriftSettings,
     get_engine,
     model_fingerprint,
+    scorer_fingerprint,
 )
 
 __all__ = ["SWEEP_FILE", "save_results", "load_results", "load_precomputed", "sweep_settings", "precompute",
@@ -64,13 +65,15 @@ def load_precomputed(cache, path=None, model_path=None) -> int:
     """Put the shipped sweep into ``cache`` (a ResultCache; source "precomputed"). Returns how many were loaded.
 
     A sweep made with other weights (its recorded model fingerprint differs from ``model_path``'s, default the
-    shipped model) or other settings is ignored: it would show numbers the model in use did not produce.
+    shipped model), scored by another recognizer, or with other settings is ignored: it would show numbers
+    the model and scorer in use did not produce.
     """
     path = Path(path) if path is not None else data_path(SWEEP_FILE)
     if not path.exists():
         return 0
     results, meta = load_results(path)
-    if meta.get("steps") != INFERENCE_STEPS or meta.get("model_sha256") != model_fingerprint(model_path):
+    if (meta.get("steps") != INFERENCE_STEPS or meta.get("model_sha256") != model_fingerprint(model_path)
+            or meta.get("scorer_sha256") != scorer_fingerprint()):
         return 0
     for r in results:
         cache.put(r, "precomputed")
@@ -93,6 +96,7 @@ def precompute(path=None, strengths=None, model_path=None) -> list[DriftResult]:
     results = [engine(s) for s in tqdm(sweep_settings(strengths), desc="drift sweep")]
     save_results(results, path or data_path(SWEEP_FILE),
                  meta={"steps": INFERENCE_STEPS, "model_sha256": model_fingerprint(model_path),
+                       "scorer_sha256": scorer_fingerprint(),
                        "made_by": "python -m labkit.widgets precompute"})
     return results
 

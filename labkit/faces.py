@@ -34,6 +34,13 @@ from labkit.face_detection import MAX_PIXELS, MTCNN_MIN_SIDE, RANGE_TOLERANCE, F
 
 VGGFACE2_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
 SYNTHFACES_WEIGHTS = "recognizer_synthfaces.safetensors"
+#: The recognizer that scores identity (``"synthfaces-eval"``): trained like ``"synthfaces"`` and, besides, on
+#: faces that wear other people's colours, hair and accessories, so that it reads the face itself. The video
+#: model is conditioned on ``"synthfaces"`` and judged by this one, as ConsisID judges its ArcFace-conditioned
+#: videos with a second recognizer (CurricularFace): a model is not graded by the network it was trained on.
+EVAL_WEIGHTS = "recognizer_synthfaces_eval.safetensors"
+#: The recognizer :func:`load_recognizer` gives by default, and so :func:`labkit.metrics.identity_scores`.
+SCORING_RECOGNIZER = "synthfaces-eval"
 #: The same network trained without look-alike families or colour jitter: the baseline notebook 03 compares.
 BASELINE_WEIGHTS = "recognizer_synthfaces_baseline.safetensors"
 EMBED_DIM = 512
@@ -42,7 +49,8 @@ EMBED_DIM = 512
 #: while flat colour, noise and colour blocks sit near 0. Scores use the probability itself, not this cut.
 NOT_A_FACE_BELOW = 0.02
 
-__all__ = ["VGGFACE2_URL", "SYNTHFACES_WEIGHTS", "BASELINE_WEIGHTS", "EMBED_DIM", "NOT_A_FACE_BELOW", "MAX_PIXELS",
+__all__ = ["VGGFACE2_URL", "SYNTHFACES_WEIGHTS", "EVAL_WEIGHTS", "SCORING_RECOGNIZER", "BASELINE_WEIGHTS",
+           "EMBED_DIM", "NOT_A_FACE_BELOW", "MAX_PIXELS",
            "MTCNN_MIN_SIDE", "RANGE_TOLERANCE", "FaceDetections", "box_to_mask", "detect_faces", "SynthFaceNet",
            "FaceRecognitionBackbone", "load_recognizer", "cosine_similarity_matrix", "embed",
            "embed_with_face_probability", "weights_metadata"]
@@ -182,23 +190,30 @@ def _ensure_vggface2(timeout: float = 8.0) -> Path:
     return cached
 
 
+_SHIPPED = {"synthfaces": SYNTHFACES_WEIGHTS, "synthfaces-eval": EVAL_WEIGHTS, "synthfaces-baseline": BASELINE_WEIGHTS}
+
+
 class FaceRecognitionBackbone(nn.Module):
     """A frozen face recognizer: images (B, 3, H, W) in [-1, 1], any H and W -> (B, 512) unit-norm embeddings.
 
-    weights: "synthfaces" (default: the small CNN in data/), "synthfaces-baseline" (the same network trained
-    without hard negatives, for comparison), "vggface2" (facenet's InceptionResnetV1 with
-    its vggface2 weights: cached, downloaded, or a clear error offline), or a path to a .safetensors/.pt
-    state_dict of either network. It stays in eval mode and its parameters never need gradients, but
-    gradients do flow back to the input images (for identity losses).
+    weights: "synthfaces" (default: the small CNN in data/ whose embeddings the video model is conditioned on),
+    "synthfaces-eval" (the same network trained also on faces in other people's colours and hair: the one
+    identity scores use), "synthfaces-baseline" (trained without hard negatives, for comparison), "vggface2"
+    (facenet's InceptionResnetV1 with its vggface2 weights: cached, downloaded, or a clear error offline), or a
+    path to a .safetensors/.pt state_dict of either network. It stays in eval mode and its parameters never
+    need gradients, but gradients do flow back to the input images (for identity losses).
     """
 
     def __init__(self, weights: str | os.PathLike = "synthfaces", device=None):
         super().__init__()
         self.weights_name = str(weights)
-        if weights in ("synthfaces", "synthfaces-baseline"):
-            path = Path(data_path(SYNTHFACES_WEIGHTS if weights == "synthfaces" else BASELINE_WEIGHTS))
+        if weights in _SHIPPED:
+            path = Path(data_path(_SHIPPED[weights]))
             if not path.exists():
-                flag = "" if weights == "synthfaces" else f" --no-hard-negatives --out {path}"
+                flag = {"synthfaces": "",
+                        "synthfaces-eval": f" --look-swap 0.6 --margin 0.35 --images-per-identity 48 --steps 4000 "
+                        f"--out {path}` and `python -m labkit.faces train-face-check --weights {path}",
+                        "synthfaces-baseline": f" --no-hard-negatives --out {path}"}[weights]
                 raise FileNotFoundError(f"{path} is missing: train it with `python -m labkit.faces train{flag}`")
             net, sd = SynthFaceNet(int(weights_metadata(path).get("width", 16))), _read_state_dict(path)
         elif weights == "vggface2":
@@ -289,8 +304,9 @@ class FaceRecognitionBackbone(nn.Module):
 
 
 @lru_cache(maxsize=4)
-def load_recognizer(weights: str = "synthfaces", device: str = "cpu") -> FaceRecognitionBackbone:
-    """A shared, cached :class:`FaceRecognitionBackbone` (load once per process)."""
+def load_recognizer(weights: str = SCORING_RECOGNIZER, device: str = "cpu") -> FaceRecognitionBackbone:
+    """A shared, cached :class:`FaceRecognitionBackbone` (load once per process); by default the recognizer
+    that scores identity (``"synthfaces-eval"``)."""
     return FaceRecognitionBackbone(weights, device=device)
 
 

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 from labkit import synthfaces
 from labkit.common import data_path, seed_everything
 from labkit.face_verification import verification_report
-from labkit.faces import EMBED_DIM, SYNTHFACES_WEIGHTS, FaceRecognitionBackbone, SynthFaceNet, weights_metadata
+from labkit.faces import (
+    EMBED_DIM,
+    EVAL_WEIGHTS,
+    SCORING_RECOGNIZER,
+    SYNTHFACES_WEIGHTS,
+    FaceRecognitionBackbone,
+    SynthFaceNet,
+    weights_metadata,
+)
 from labkit.metrics import measure_levels
 
 
@@ -209,7 +217,7 @@ def lookalike_donors(num_classes: int, family_size: int = 6, share_in_families: 
 def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, steps: int = 3000,
                      batch_size: int = 128, lr: float = 3e-3, seed: int = 0, out: str | None = None,
                      log_every: int = 100, time_limit: float | None = None, hard_negatives: bool = True,
-                     width: int = 16, margin: float = 0.45) -> Path:
+                     width: int = 16, margin: float = 0.45, look_swap: float = 0.0) -> Path:
     """Train :class:`SynthFaceNet` with an ArcFace loss on train identities and its face check; write fp16
     safetensors with the score levels (:func:`labkit.metrics.measure_levels`) in the metadata.
 
@@ -218,6 +226,11 @@ def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, 
     (:func:`lookalike_donors`). At every step 85% of them are colour-jittered, all are degraded afresh, and half a batch
     of non-faces made from them (:func:`not_faces`) trains the face check. ``hard_negatives=False`` trains
     the same network without look-alike families and colour jitter (the comparison notebook 03 shows).
+    ``look_swap`` is the share of each identity's faces rendered in a random other person's colours, hair and
+    accessories (``identity_traits(look_from=...)``) and still labelled as that identity: with most of them
+    swapped, colour and hair no longer tell a class apart and the recognizer has to read the face geometry.
+    The scoring recognizer (``"synthfaces-eval"``) is trained that way; the identity encoder (``"synthfaces"``)
+    without, so that its embeddings keep hair and colours for the video model to draw.
     """
     seed_everything(seed)
     g = torch.Generator().manual_seed(seed)
@@ -229,6 +242,9 @@ def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, 
         for i in range(0, num_identities, 64):
             chunk = ids[i:i + 64].repeat_interleave(images_per_identity)
             look = donors[i:i + 64].repeat_interleave(images_per_identity)
+            if look_swap > 0:  # the same face in another person's colours, hair and accessories: still this class
+                swap = torch.rand(len(look), generator=g) < look_swap
+                look = torch.where(swap, torch.randint(synthfaces.TRAIN_ID_LIMIT, (len(look),), generator=g), look)
             traits = synthfaces.identity_traits(chunk, look_from=look)
             images, _ = synthfaces.render(traits, synthfaces.sample_nuisances(len(chunk), g), 64)
             pool.append(((images + 1) * 127.5).round().to(torch.uint8))
@@ -268,6 +284,7 @@ def train_recognizer(num_identities: int = 1500, images_per_identity: int = 12, 
     save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, str(path),
               metadata={"num_identities": str(num_identities), "steps": str(steps), "seed": str(seed),
                         "hard_negatives": str(hard_negatives), "width": str(width), "margin": str(margin),
+                        "look_swap": str(look_swap),
                         "levels": json.dumps(levels)})
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {time.time() - t0:.0f} s; levels {levels}",
           flush=True)
@@ -288,6 +305,9 @@ def main(argv=None):
     tr.add_argument("--out", default=None)
     tr.add_argument("--width", type=int, default=16, help="channels of the first stage (the network's width)")
     tr.add_argument("--margin", type=float, default=0.45, help="ArcFace angular margin for the hard-negative run")
+    tr.add_argument("--look-swap", type=float, default=0.0,
+                    help="share of each identity's faces rendered in another person's colours, hair and accessories "
+                    "(0.6 for the scoring recognizer, data/" + EVAL_WEIGHTS + ")")
     tr.add_argument("--no-hard-negatives", action="store_true",
                     help="no look-alike families and no colour jitter (the baseline that reads colours)")
     fc = sub.add_parser("train-face-check", help="retrain only the face-check head, with corrupted faces as "
@@ -296,7 +316,7 @@ def main(argv=None):
     fc.add_argument("--steps", type=int, default=2000)
     fc.add_argument("--out", default=None)
     b = sub.add_parser("bench", help="print verification figures on held-out identities")
-    b.add_argument("--weights", default="synthfaces")
+    b.add_argument("--weights", default=SCORING_RECOGNIZER)
     b.add_argument("--identities", type=int, default=200)
     args = parser.parse_args(argv)
     if args.cmd == "train-face-check":
@@ -305,7 +325,7 @@ def main(argv=None):
     if args.cmd == "train":
         train_recognizer(args.identities, args.images_per_identity, args.steps, args.batch_size, args.lr,
                          args.seed, args.out, hard_negatives=not args.no_hard_negatives, width=args.width,
-                         margin=args.margin)
+                         margin=args.margin, look_swap=args.look_swap)
         return
     backbone = FaceRecognitionBackbone(args.weights)
     for size in (64, 32):

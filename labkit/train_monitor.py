@@ -62,7 +62,9 @@ def monitor(model, recognizer, cfg: TrainConfig, num_inference_steps: int = 20, 
     gets the same tokens, the collapse to watch for). swap_sensitivity: relative change of the prediction on a
     real frame noised to t=500 when another face's tokens are given. score and top1: a references-only sample
     (one frame from pure noise, identity guidance ``guidance``) scored with ``identity_scores`` against its
-    own references, and how often its best match among the 8 reference sets is its own.
+    own references, and how often its best match among the 8 reference sets is its own. ``recognizer`` is the
+    identity encoder the model is conditioned on; the scores come from the scoring recognizer
+    (``faces.load_recognizer()``), so the model is not judged by the network that makes its tokens.
     Returns the figures and ``samples`` (8, 3, S, S) next to ``references`` (8, 3, S, S).
     """
     was_training = model.training
@@ -86,10 +88,10 @@ def monitor(model, recognizer, cfg: TrainConfig, num_inference_steps: int = 20, 
     samples = pipe.generate(reference_images=refs, num_frames=1, keyframe=False, strategy="explicit",
                             identity_strength=1.0, identity_guidance=guidance, num_inference_steps=num_inference_steps,
                             generator=torch.Generator().manual_seed(7), check_faces=False, progress=False).frames
-    scores = identity_scores(samples.cpu(), refs, recognizer)
+    scores = identity_scores(samples.cpu(), refs)  # judged by the scoring recognizer, not the encoder
     model.train(was_training)
     return {"token_spread": spread, "swap_sensitivity": swap, "score": scores.mean().item(),
-            "top1": identification_top1(samples.cpu(), refs, recognizer), "samples": samples[:, 0].cpu(),
+            "top1": identification_top1(samples.cpu(), refs), "samples": samples[:, 0].cpu(),
             "references": refs[:, 0]}
 
 

@@ -272,3 +272,23 @@ def test_labkit_faces_imports_no_higher_floor():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['labkit.common', 'labkit.face_detection', 'labkit.faces']"
 
+
+
+def test_scores_use_the_scoring_recognizer_and_the_model_its_encoder():
+    """identity_scores (through load_recognizer) uses "synthfaces-eval"; the video model's tokens come from
+    "synthfaces". Two different networks: a model is not judged by the one it was conditioned on."""
+    scorer, encoder = faces.load_recognizer(), faces.FaceRecognitionBackbone()
+    assert scorer.weights_name == faces.SCORING_RECOGNIZER == "synthfaces-eval"
+    assert encoder.weights_name == "synthfaces"
+    x = torch.zeros(1, 3, 32, 32)
+    assert not torch.allclose(scorer(x), encoder(x))
+    meta = faces.weights_metadata(faces.data_path(faces.EVAL_WEIGHTS))
+    assert float(meta["look_swap"]) > 0 and "levels" in meta
+
+
+def test_the_scorer_tells_look_alikes_apart_better_than_the_identity_encoder(recognizer):
+    scorer = faces.load_recognizer()
+    kw = dict(size=32, num_identities=60, images_per_identity=3)
+    enc, ev = (face_verification.verification_report(r, **kw) for r in (recognizer, scorer))
+    assert ev["roc_auc"] > 0.95 and ev["ceiling_cut"] > ev["floor_cut"] + 0.3
+    assert ev["lookalike_roc_auc"] > enc["lookalike_roc_auc"] + 0.02, (ev, enc)

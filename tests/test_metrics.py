@@ -154,11 +154,21 @@ def test_identity_scores_are_high_for_the_person_and_zero_for_strangers_and_non_
 
 
 @pytest.mark.parametrize("size", [32, 64])
-def test_identity_scores_keep_look_alikes_well_below_the_person(reports, size):
+def test_identity_scores_keep_look_alikes_at_most_half_way_to_the_person(reports, size):
     r = reports[size]
-    assert r["look-alike"] < r["same person"] - 0.3  # what the shipped recognizer achieves today
-    if r["look-alike"] > 0.5:
-        pytest.xfail(f"look-alike scores {r['look-alike']:.2f} at {size}px; the target is <= 0.5 (see README)")
+    assert r["look-alike"] <= 0.5, f"look-alike scores {r['look-alike']:.2f} at {size}px"
+
+
+def test_the_identity_encoder_alone_would_let_look_alikes_pass():
+    """Why identity_scores uses its own recognizer: the video model's encoder ("synthfaces") keeps hair and
+    colours in its embeddings (the model must draw them), so it scores a look-alike far higher."""
+    from labkit.faces import FaceRecognitionBackbone
+
+    encoder = metrics.score_report(32, num_identities=12, num_frames=8, seed=1,
+                                   recognizer=FaceRecognitionBackbone("synthfaces"))
+    scorer = metrics.score_report(32, num_identities=12, num_frames=8, seed=1)
+    assert encoder["look-alike"] > 0.5 >= scorer["look-alike"]
+    assert encoder["same person"] >= 0.8 and scorer["same person"] >= 0.8
 
 
 def test_identity_scores_shape_and_parts(recognizer):
@@ -194,7 +204,7 @@ def test_identity_scores_refuse_references_that_are_not_faces(recognizer):
 
 
 def test_real_scenes_score_like_single_faces_and_rarely_swap(recognizer):
-    report = metrics.scene_report(recognizer, num_scenes=8, num_frames=2)
+    report = metrics.scene_report(recognizer, num_scenes=24, num_frames=2)
     for c, r in report.items():
         assert abs(r["own"] - r["single"]) <= 0.1, (c, r)
         assert r["swap_rate"] <= 0.05, (c, r)

@@ -76,7 +76,9 @@ def test_image_first_steps_are_single_frames_with_no_context():
 
 
 def test_monitor_measures_token_spread_and_swap_sensitivity():
-    from labkit.faces import load_recognizer
+    from labkit.faces import FaceRecognitionBackbone
+
+    encoder = FaceRecognitionBackbone()  # the tokens' recognizer; the monitor scores with the scoring one
 
     cfg = PRESETS["smoke"]
     torch.manual_seed(0)
@@ -84,11 +86,11 @@ def test_monitor_measures_token_spread_and_swap_sensitivity():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    m = monitor(model, load_recognizer(), cfg, num_inference_steps=2)
+    m = monitor(model, encoder, cfg, num_inference_steps=2)
     assert m["token_spread"] > 0.3 and m["swap_sensitivity"] > 0  # face-only tokens differ, and are read
     assert -1 < m["score"] < 1.5 and 0 <= m["top1"] <= 1 and m["samples"].shape == (8, 3, 32, 32)
     model.identity_encoder.to_tokens.weight.data.zero_()  # every face now gets the same tokens
-    collapsed = monitor(model, load_recognizer(), cfg, num_inference_steps=2)
+    collapsed = monitor(model, encoder, cfg, num_inference_steps=2)
     assert collapsed["token_spread"] < 1e-4 and collapsed["swap_sensitivity"] < 1e-5
 
 

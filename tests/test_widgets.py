@@ -232,7 +232,8 @@ def test_without_a_trained_model_the_lab_says_so_instead_of_hanging(tmp_path):
     lab.close()
 
 
-def test_a_precomputed_sweep_is_used_only_with_the_model_that_made_it(tmp_path):
+def test_a_precomputed_sweep_is_used_only_with_the_model_and_scorer_that_made_it(tmp_path):
+    from labkit.drift import scorer_fingerprint
     from labkit.widgets import INFERENCE_STEPS, load_precomputed, model_fingerprint, save_results
 
     model = tmp_path / "model"
@@ -241,7 +242,10 @@ def test_a_precomputed_sweep_is_used_only_with_the_model_that_made_it(tmp_path):
     fake = FakeCompute(steps=0)
     results = [fake(DriftSettings(identity_strength=s), lambda *a: None) for s in (0.5, 0.8)]
     sweep = tmp_path / "sweep.npz"
-    save_results(results, sweep, meta={"steps": INFERENCE_STEPS, "model_sha256": model_fingerprint(model)})
+    meta = {"steps": INFERENCE_STEPS, "model_sha256": model_fingerprint(model), "scorer_sha256": scorer_fingerprint()}
+    save_results(results, tmp_path / "other_scorer.npz", meta={**meta, "scorer_sha256": "another recognizer"})
+    assert load_precomputed(ResultCache(), tmp_path / "other_scorer.npz", model_path=model) == 0
+    save_results(results, sweep, meta=meta)
     cache = ResultCache()
     assert load_precomputed(cache, sweep, model_path=model) == 2
     assert cache.get(DriftSettings(identity_strength=0.5))[1] == "precomputed"
