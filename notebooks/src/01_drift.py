@@ -51,11 +51,13 @@ import torch
 
 from labkit import metrics
 from labkit.common import figure_path
+from labkit.faces import load_recognizer
 from labkit.pipeline import ReferenceConditionedGenerator, denoise_step, make_scheduler
 from labkit.synthfaces import make_clips, test_ids
 
 pipe = ReferenceConditionedGenerator.from_shipped(device=device)
-model, recognizer = pipe.model, pipe.recognizer
+model = pipe.model
+scorer = load_recognizer()  # the scoring recognizer: identity_scores' default, not the model's encoder
 size, chunk = model.config.sample_size, model.config.max_frames
 num_params = sum(p.numel() for p in model.parameters())
 print(f"{num_params / 1e6:.2f} M parameters, {chunk} frames of {size}x{size} per call")
@@ -67,7 +69,7 @@ print(f"{num_params / 1e6:.2f} M parameters, {chunk} frames of {size}x{size} per
 # %%
 ids = test_ids(3 if QUICK else 6)
 real = make_clips(ids, num_frames=chunk, size=size, num_refs=3, generator=torch.Generator().manual_seed(0))
-levels = recognizer.score_levels[str(size)]  # measured on real frames when the recognizer was trained
+levels = scorer.score_levels[str(size)]  # measured on real frames when the recognizer was trained
 print(f"cosine of real frames to their references (ceiling) {levels['ceiling']:.3f}, "
       f"of strangers (floor) {levels['floor']:.3f}")
 
@@ -162,9 +164,9 @@ fig.savefig(figure_path("01_drift_runs.png"), dpi=100)
 # %%
 def identity(frames):
     """identity_scores of frames (B, F, 3, S, S) against each person's references: (B, F)."""
-    return metrics.identity_scores(frames.cpu(), real.references, recognizer)
+    return metrics.identity_scores(frames.cpu(), real.references, scorer)
 
-emb_a, emb_b = metrics.embed_frames(recognizer, ddpm_a), metrics.embed_frames(recognizer, ddpm_b)
+emb_a, emb_b = metrics.embed_frames(scorer, ddpm_a), metrics.embed_frames(scorer, ddpm_b)
 between = torch.nn.functional.cosine_similarity(emb_a, emb_b, dim=-1)
 per_person = {name: identity(frames).mean(1) for name, frames in
               [("real", real.frames[:, 1:]), ("DDPM A", ddpm_a), ("DDPM B", ddpm_b), ("DDIM", ddim_a)]}

@@ -45,11 +45,13 @@ import torch
 
 from labkit import metrics
 from labkit.common import figure_path, show_images, show_video
+from labkit.faces import load_recognizer
 from labkit.pipeline import STRATEGIES, ReferenceConditionedGenerator
 from labkit.synthfaces import make_clips, test_ids
 
 pipe = ReferenceConditionedGenerator.from_shipped(device=device)
-recognizer, size = pipe.recognizer, pipe.model.config.sample_size
+recognizer, size = pipe.recognizer, pipe.model.config.sample_size  # the encoder that makes identity tokens
+scorer = load_recognizer()  # the recognizer that judges them (identity_scores' default)
 print("strategies:", STRATEGIES)
 
 # %% [markdown]
@@ -77,7 +79,7 @@ fig = show_images(clips.references[0], titles=[f"ref {i}" for i in range(5)], su
 # %%
 def per_video(frames, refs=scoring):
     """Mean identity score of each video: (B,)."""
-    return metrics.identity_scores(frames.cpu(), refs[: len(frames)], recognizer).mean(1)
+    return metrics.identity_scores(frames.cpu(), refs[: len(frames)], scorer).mean(1)
 
 
 def effect(a, b):
@@ -133,7 +135,7 @@ for guidance in (1.0, 2.0):
                         generator=torch.Generator().manual_seed(0), check_faces=False, progress=False)
     alone[guidance] = out.frames.cpu()
     mean, se = metrics.mean_and_se(per_video(alone[guidance]))
-    top1 = metrics.identification_top1(alone[guidance], scoring, recognizer)
+    top1 = metrics.identification_top1(alone[guidance], scoring, scorer)
     print(f"guidance {guidance}: identity score {mean:.3f} +- {se:.3f}, top-1 among {len(ids)} people {top1:.2f}")
 print(metrics.describe_effect("guidance 2 - guidance 1", *effect(per_video(alone[2.0]), per_video(alone[1.0]))))
 try:

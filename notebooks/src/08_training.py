@@ -238,9 +238,9 @@ for name, pipe in (("yours", mine), ("shipped", shipped)):
                         identity_strength=1.0, identity_guidance=2.0, num_inference_steps=10 if QUICK else 20,
                         generator=torch.Generator().manual_seed(0), check_faces=False, progress=False)
     rows.append(out.frames[:, 0].cpu())
-    per_person[name] = metrics.identity_scores(out.frames.cpu(), refs, recognizer).mean(1)
+    per_person[name] = metrics.identity_scores(out.frames.cpu(), refs).mean(1)
     mean, se = metrics.mean_and_se(per_person[name])
-    top1 = metrics.identification_top1(out.frames.cpu(), refs, recognizer)
+    top1 = metrics.identification_top1(out.frames.cpu(), refs)
     print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1:.2f}")
 print(metrics.describe_effect("shipped - yours (same 8 people)",
                               *metrics.mean_and_se(per_person["shipped"] - per_person["yours"])))
@@ -263,7 +263,7 @@ fig.savefig(figure_path("08_samples.png"), dpi=100)
 video = shipped.generate(reference_images=refs[:2], num_frames=19, keyframe=False, strategy="explicit",
                          identity_strength=1.0, num_inference_steps=10 if QUICK else 20,
                          generator=torch.Generator().manual_seed(1), check_faces=False, progress=False)
-per_chunk = metrics.identity_scores(video.frames.cpu(), refs[:2], recognizer).mean(0)
+per_chunk = metrics.identity_scores(video.frames.cpu(), refs[:2]).mean(0)
 print("identity score per frame:", " ".join(f"{v:.2f}" for v in per_chunk.tolist()))
 print("chunks start at frames", video.chunk_starts)
 fig = show_images(torch.cat([refs[0, :2], video.frames[0, ::2].cpu()]), ncols=12,

@@ -81,14 +81,15 @@ fig.savefig(figure_path("09_scenes.png"), dpi=80)
 # match is someone else. On real rendered scenes this is the best a generator could do, the ceiling.
 
 # %%
-from labkit.faces import FaceRecognitionBackbone
+from labkit.faces import FaceRecognitionBackbone, load_recognizer
 from labkit.metrics import bleed_and_swap, embed_frames, scene_similarity
 
-recognizer = FaceRecognitionBackbone(device=device)
+recognizer = FaceRecognitionBackbone(device=device)  # the identity encoder: the model's tokens come from it
+scorer = load_recognizer()                           # the scoring recognizer: it measures own, bleed and swap
 real = {}
 for c, s in scenes.items():
-    ref_emb = embed_frames(recognizer, s.references.flatten(0, 2)).view(*s.references.shape[:3], -1)
-    real[c] = bleed_and_swap(scene_similarity(recognizer, s.frames, s.masks, ref_emb))
+    score_emb = embed_frames(scorer, s.references.flatten(0, 2)).view(*s.references.shape[:3], -1)
+    real[c] = bleed_and_swap(scene_similarity(scorer, s.frames, s.masks, score_emb))
     print(f"real scenes, {c} characters: own {real[c]['own']:.3f}  bleed {real[c]['bleed']:.3f}  "
           f"swap rate {real[c]['swap_rate']:.1%}")
 
@@ -172,7 +173,8 @@ frames = F.interpolate(scene.frames.flatten(0, 1), size=SIZE, mode="bilinear", a
     NUM_SCENES, 8, 3, SIZE, SIZE)
 masks = F.interpolate(scene.masks.flatten(0, 1), size=SIZE, mode="area").view(NUM_SCENES, 8, 2, SIZE, SIZE)
 refs32 = F.interpolate(scene.references.flatten(0, 2), size=SIZE, mode="bilinear", antialias=True)
-ref_emb = embed_frames(recognizer, refs32).view(NUM_SCENES, 2, 3, -1)  # (B, C, R, 512)
+ref_emb = embed_frames(recognizer, refs32).view(NUM_SCENES, 2, 3, -1)  # (B, C, R, 512): for the tokens
+score_emb = embed_frames(scorer, refs32).view(NUM_SCENES, 2, 3, -1)  # for own, bleed and swap
 
 
 @torch.no_grad()
@@ -274,8 +276,8 @@ side = face_pixels**0.5
 print(f"each face covers {face_pixels:.0f} of the {SIZE * SIZE} pixels (about {side:.0f}x{side:.0f})")
 generated = {mode: generate_scene(mode) for mode in MODES}
 later = masks[:, 1:]
-sims = {mode: scene_similarity(recognizer, video, later, ref_emb) for mode, video in generated.items()}
-sims["real scenes (ceiling)"] = scene_similarity(recognizer, frames[:, 1:], later, ref_emb)
+sims = {mode: scene_similarity(scorer, video, later, score_emb) for mode, video in generated.items()}
+sims["real scenes (ceiling)"] = scene_similarity(scorer, frames[:, 1:], later, score_emb)
 pixel = {mode: bleed_and_swap(sim) for mode, sim in sims.items()}
 for mode, m in pixel.items():
     print(f"{mode:>22}: own {m['own']:.3f}  bleed {m['bleed']:.3f}  own - bleed {m['own'] - m['bleed']:+.3f}  "
@@ -324,7 +326,7 @@ def per_scene(sim):
 
 # own and bleed are cosines: the smallest difference that matters is MEANINGFUL_DIFFERENCE of the way from a
 # stranger (floor) to a real frame (ceiling), in cosine; for the swap rate, that many percentage points
-levels = recognizer.score_levels[str(SIZE)]
+levels = scorer.score_levels[str(SIZE)]  # measured on real frames when the scorer was trained
 in_cosine = MEANINGFUL_DIFFERENCE * (levels["ceiling"] - levels["floor"])
 smallest = {"own": in_cosine, "bleed": in_cosine, "swap_rate": MEANINGFUL_DIFFERENCE}
 scene_values = {mode: per_scene(sim) for mode, sim in sims.items()}
