@@ -35,6 +35,7 @@ from labkit.metrics import (
     bleed_and_swap,
     embed_frames,
     identification_top1,
+    mean_and_se,
     paired_difference,
     scene_similarity,
     summarise_scores,
@@ -68,6 +69,12 @@ class Bench(DriftEngine):
         self.references, self.layout = given.references, given.masks  # (B, 5, 3, S, S), (B, F, S, S)
         self.real = given  # real clips of the same identities: the variety a real video has
         self.score_images = scoring.references  # (B, 3, 3, S, S): scored against, never given to the model
+        # The control for references-only frames: references of a look-alike of each person (the person's
+        # colours, hair and accessories on another face). A model that copies only the look scores as high
+        # against them as against the person's own.
+        others = test_ids(len(self.ids), offset=60_000)
+        self.lookalike_images = make_clips(others, num_frames=1, size=self.size, num_refs=3, generator=g,
+                                           look_from=self.ids).references
 
     def score(self, frames, cuts=None, chunk_starts=None) -> dict:
         """identity_scores of generated frames (B, F, 3, S, S) against the scoring references, summarised."""
@@ -93,6 +100,10 @@ class Bench(DriftEngine):
         n = min(8, len(frames))  # the course's yardstick: top-1 among 8 people (chance 1/8)
         figures["top1"] = identification_top1(frames[:n], self.score_images[:n], self.recognizer)
         figures["top1_among"] = n
+        against = self.measure(frames, self.lookalike_images)[0].mean(1)  # (B,)
+        figures["against_lookalike"] = against.mean().item()
+        figures["own_minus_lookalike"], figures["own_minus_lookalike_se"] = mean_and_se(
+            torch.tensor(figures["per_video"]) - against)
         return figures, frames
 
 
@@ -292,7 +303,9 @@ def print_table(results: dict) -> None:
           f"{results['real_clips']['variety']:.3f}")
     for name, f in results["references_only"].items():
         print(f"references only, {name:<10}: score {f['identity_score']:.3f} +- {f['identity_score_se']:.3f}, "
-              f"top-1 among {f['top1_among']} {f['top1']:.2f}, face quality {f['face_quality']:.2f}")
+              f"top-1 among {f['top1_among']} {f['top1']:.2f}, face quality {f['face_quality']:.2f}; against a "
+              f"look-alike's references {f['against_lookalike']:.3f} (own - look-alike "
+              f"{f['own_minus_lookalike']:+.3f} +- {f['own_minus_lookalike_se']:.3f})")
     print(f"{results['num_frames']} frames in {results['num_chunks']} chunks with cuts, from a keyframe:")
     print(f"{'strategy':<11} {'score':>6} {'+-se':>6} {'chunk1':>7} {'chunk8':>7} {'faces':>6} {'subj.':>6} "
           f"{'>=0.5':>6} {'variety':>7}")
