@@ -190,7 +190,13 @@ def _ensure_vggface2(timeout: float = 8.0) -> Path:
     return cached
 
 
-_SHIPPED = {"synthfaces": SYNTHFACES_WEIGHTS, "synthfaces-eval": EVAL_WEIGHTS, "synthfaces-baseline": BASELINE_WEIGHTS}
+#: The recognizers shipped in data/: name -> (file, the arguments of `python -m labkit.faces train` that made it,
+#: whether its face check was then retrained with `train-face-check`).
+_SHIPPED = {
+    "synthfaces": (SYNTHFACES_WEIGHTS, "", True),
+    "synthfaces-eval": (EVAL_WEIGHTS, " --look-swap 0.6 --margin 0.35 --images-per-identity 48 --steps 4000", True),
+    "synthfaces-baseline": (BASELINE_WEIGHTS, " --no-hard-negatives", False),
+}
 
 
 class FaceRecognitionBackbone(nn.Module):
@@ -208,13 +214,12 @@ class FaceRecognitionBackbone(nn.Module):
         super().__init__()
         self.weights_name = str(weights)
         if weights in _SHIPPED:
-            path = Path(data_path(_SHIPPED[weights]))
+            file, how, face_check = _SHIPPED[weights]
+            path = Path(data_path(file))
             if not path.exists():
-                flag = {"synthfaces": "",
-                        "synthfaces-eval": f" --look-swap 0.6 --margin 0.35 --images-per-identity 48 --steps 4000 "
-                        f"--out {path}` and `python -m labkit.faces train-face-check --weights {path}",
-                        "synthfaces-baseline": f" --no-hard-negatives --out {path}"}[weights]
-                raise FileNotFoundError(f"{path} is missing: train it with `python -m labkit.faces train{flag}`")
+                then = f", then `python -m labkit.faces train-face-check --weights {path}`" if face_check else ""
+                raise FileNotFoundError(f"{path} is missing: train it with `python -m labkit.faces train{how} --out "
+                                        f"{path}`{then}")
             net, sd = SynthFaceNet(int(weights_metadata(path).get("width", 16))), _read_state_dict(path)
         elif weights == "vggface2":
             path = _ensure_vggface2()
