@@ -22,7 +22,8 @@ from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
 from labkit.synthfaces import make_clips, test_ids
 from labkit.train_config import TrainConfig
 
-__all__ = ["monitor", "plot_monitor", "plot_losses", "export_run", "cpu_name", "MONITOR_IDS"]
+__all__ = ["monitor", "evaluate_references_only", "plot_monitor", "plot_losses", "export_run", "cpu_name",
+           "MONITOR_IDS"]
 
 
 def plot_losses(losses: list, path=None, title: str = "training loss"):
@@ -93,6 +94,40 @@ def monitor(model, recognizer, cfg: TrainConfig, num_inference_steps: int = 20, 
     return {"token_spread": spread, "swap_sensitivity": swap, "score": scores.mean().item(),
             "top1": identification_top1(samples.cpu(), refs), "samples": samples[:, 0].cpu(),
             "references": refs[:, 0]}
+
+
+@torch.no_grad()
+def evaluate_references_only(model, recognizer, groups: int = 4, per_person: int = 4, guidance: float = 2.0,
+                             num_inference_steps: int = 20, progress: bool = True) -> dict:
+    """Top-1 among 8 and the identity score of references-only pictures, over ``groups`` groups of 8 held-out
+    people (``test_ids(8 * groups)``; group 0 is notebook 08's 8), ``per_person`` pictures each.
+
+    The monitor draws one picture per person, so its top-1 moves in steps of 1/8; this is the figure to compare
+    runs with. Returns dict(top1, score, face_probability (the scorer's face check; the score is multiplied by
+    it): means over groups, top1_per_group, score_per_group, pictures: how many were drawn)."""
+    from tqdm.auto import tqdm
+
+    from labkit.faces import load_recognizer
+
+    scorer = load_recognizer()
+    pipe = ReferenceConditionedGenerator(model.eval(), make_scheduler("ddim"), recognizer)
+    top1, scores, faces = [], [], []
+    for group in tqdm(range(groups), desc="groups of 8", disable=not progress):
+        ids = test_ids(8 * groups)[8 * group: 8 * (group + 1)]
+        refs = make_clips(ids, num_frames=1, size=model.config.sample_size, num_refs=3,
+                          generator=torch.Generator().manual_seed(group)).references
+        out = pipe.generate(reference_images=refs.repeat_interleave(per_person, 0), num_frames=1, keyframe=False,
+                            strategy="explicit", identity_strength=1.0, identity_guidance=guidance,
+                            num_inference_steps=num_inference_steps, check_faces=False, progress=False,
+                            generator=torch.Generator().manual_seed(group))
+        frames = out.frames.cpu().reshape(8, per_person, *out.frames.shape[2:])
+        top1.append(identification_top1(frames, refs, scorer))
+        score, parts = identity_scores(frames, refs, scorer, return_parts=True)
+        scores.append(score.mean().item())
+        faces.append(parts["face_probability"].mean().item())
+    mean = lambda xs: sum(xs) / len(xs)
+    return {"top1": mean(top1), "score": mean(scores), "face_probability": mean(faces), "top1_per_group": top1,
+            "score_per_group": scores, "pictures": groups * 8 * per_person}
 
 
 def plot_monitor(records: list, path=None):

@@ -3,6 +3,7 @@
     python -m labkit.train --preset cpu-tiny --out runs/tiny      # the command line (main)
     python -m labkit.train --preset gpu-small --estimate          # estimate_run_seconds
     python -m labkit.train --preset smoke --compare-processes 1 2 # compare_processes
+    python -m labkit.train --evaluate runs/cpu-learner/model      # references-only top-1 over 32 people
 
 :func:`compare_token_designs` trains the cpu-tiny model once per identity-token design (notebook 04).
 """
@@ -24,10 +25,10 @@ from accelerate import PartialState
 
 from labkit.common import get_device
 from labkit.faces import FaceRecognitionBackbone
-from labkit.model import IdentityVideoDiT
+from labkit.model import IdentityVideoDiT, load_model
 from labkit.pipeline import make_scheduler
 from labkit.train import PRESETS, TrainConfig, compute_loss, make_batch, make_image_batch, train
-from labkit.train_monitor import export_run
+from labkit.train_monitor import evaluate_references_only, export_run
 
 __all__ = ["main", "estimate_run_seconds", "compare_token_designs", "compare_processes"]
 
@@ -134,10 +135,18 @@ def main(argv=None):
     parser.add_argument("--compare-processes", type=int, nargs="+", metavar="N", help="do not train here: run the "
                         "preset on the CPU under `accelerate launch --num_processes N` for each N (same global batch, "
                         "fresh folders under --out) and print their speeds side by side")
+    parser.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    parser.add_argument("--identity-loss-weight", type=float, help="override the identity loss's weight (0: off)")
+    parser.add_argument("--identity-loss-max-t", type=int, help="the identity loss applies below this timestep")
+    parser.add_argument("--evaluate", metavar="MODEL_DIR", help="do not train: draw 4 groups of 8 held-out people "
+                        "from their references alone, 4 pictures each, and print top-1 among 8 and the identity "
+                        "score (labkit.train_monitor.evaluate_references_only)")
     parser.add_argument("--export", metavar="DIR", help="after training, write the model in fp16 with its "
                         "training.json to DIR (how data/identity_video_dit is made)")
     args = parser.parse_args(argv)
-    for flag, value, low, high in (("--steps", args.steps, 1, 10**9), ("--batch-size", args.batch_size, 1, 4096),
+    for flag, value, low, high in (("--lr", args.lr, 1e-8, 1.0), ("--identity-loss-weight", args.identity_loss_weight,
+                                    0.0, 100.0), ("--identity-loss-max-t", args.identity_loss_max_t, 1, 1000),
+                                   ("--steps", args.steps, 1, 10**9), ("--batch-size", args.batch_size, 1, 4096),
                                    ("--checkpoint-every", args.checkpoint_every, 1, 10**9),
                                    ("--grad-accum", args.grad_accum, 1, 1024),
                                    ("--threads", args.threads, 1, 1024), ("--seed", args.seed, 0, 2**40)):
@@ -155,8 +164,22 @@ def main(argv=None):
     cfg = PRESETS[args.preset]
     overrides = {"steps": args.steps, "image_steps": args.image_steps, "batch_size": args.batch_size,
                  "checkpoint_every": args.checkpoint_every, "grad_accum": args.grad_accum,
-                 "seed": args.seed, "device": args.device, "num_threads": args.threads}
+                 "seed": args.seed, "device": args.device, "num_threads": args.threads, "lr": args.lr,
+                 "identity_loss_weight": args.identity_loss_weight, "identity_loss_max_t": args.identity_loss_max_t}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if args.evaluate:
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            model = load_model(args.evaluate, device=cfg.device or get_device())
+        except ValueError as err:
+            parser.error(f"argument --evaluate: {err}")
+        e = evaluate_references_only(model, FaceRecognitionBackbone(device=model.device),
+                                     progress=not args.no_progress)
+        print(f"{args.evaluate}: references only, {e['pictures']} pictures of 32 held-out people: top-1 among 8 "
+              f"{e['top1']:.3f} (groups {' '.join(f'{t:.2f}' for t in e['top1_per_group'])}), identity score "
+              f"{e['score']:.3f}, face probability {e['face_probability']:.2f}")
+        return
     if args.estimate:
         e = estimate_run_seconds(cfg, cfg.device or get_device())
         print(f"{args.preset} here: about {e['image_step_s']:.2f} s per single-frame step and {e['clip_step_s']:.2f} s "

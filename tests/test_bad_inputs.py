@@ -584,6 +584,10 @@ def test_training_cli_bad_arguments_and_corrupt_checkpoints(real_checkpoint, tmp
         (["--threads", "0"], ("--threads",)), (["--seed", "-3"], ("--seed",)),
         (["--device", "banana"], ("--device",)), (["--preset", "huge"], ("--preset",)),
         (["--batch-size", str(10**9)], ("--batch-size",)),
+        (["--lr", "0"], ("--lr",)), (["--lr", "fast"], ("--lr",)),
+        (["--identity-loss-weight", "-1"], ("--identity-loss-weight",)),
+        (["--identity-loss-max-t", "0"], ("--identity-loss-max-t",)),
+        (["--evaluate", str(tmp_path / "no-such-model")], ("--evaluate", "no-such-model")),
     ]
     for extra, names in bad:
         out = tmp_path / f"run{len(extra[1])}"

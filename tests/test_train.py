@@ -119,6 +119,27 @@ def test_training_lowers_the_loss_on_held_out_batches(tmp_path):
     assert loss(result["model"]) < 0.85 * loss(untrained)
 
 
+def test_evaluate_draws_32_people_in_groups_of_8_and_prints_the_figures(tmp_path, capsys):
+    """``--evaluate`` scores a model's references-only pictures: 4 groups x 8 people x 4 pictures."""
+    from labkit.train import main
+    from labkit.train_monitor import evaluate_references_only
+
+    torch.manual_seed(0)
+    model = IdentityVideoDiT(sample_size=32, max_frames=4, **PRESETS["smoke"].model)
+    with torch.no_grad():  # an untrained model outputs 0; random weights draw noise
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(tmp_path / "model")
+    e = evaluate_references_only(model, FAKE_RECOGNIZER, groups=2, per_person=2, num_inference_steps=2,
+                                 progress=False)
+    assert e["pictures"] == 32 and len(e["top1_per_group"]) == 2 and len(e["score_per_group"]) == 2
+    assert all(v % 0.0625 == 0 for v in e["top1_per_group"])  # 16 pictures a group
+    assert 0 <= e["face_probability"] <= 1 and e["score"] < 0.3  # noise is no one's face
+    main(["--evaluate", str(tmp_path / "model"), "--device", "cpu", "--threads", "1", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "128 pictures of 32 held-out people: top-1 among 8" in printed and "face probability" in printed
+
+
 def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     """An interrupted run, resumed, equals an uninterrupted run of the same seed, weight for weight."""
     # The uninterrupted run in this process, with the CLI's settings (one thread: the same float sums).
