@@ -43,7 +43,7 @@ print(device, "quick mode" if QUICK else "normal mode")
 # All presets train **image-first**: single frames in large batches with no context frames, where the
 # only way to draw the right person is to read the identity tokens (about 8x more identity examples per
 # CPU-second than clips), then clips with context frames and cuts, with single frames still mixed in.
-# `cpu-learner` (single frames only, about 8 minutes on 2 CPU cores) learns to draw the person in the
+# `cpu-learner` (single frames only, about 7 minutes on 2 CPU cores) learns to draw the person in the
 # references from pure noise. `cpu-ship` is what the shipped checkpoint was trained with, on one thread of a
 # 2-core CPU (its record is below). `gpu-small` is sized for one GPU (bf16 autocast, `torch.compile`); it has
 # not been run in this repository yet, because no GPU was lent to it.
@@ -108,19 +108,22 @@ my_v_target = check("v_target", my_v_target).function
 # %% [markdown]
 # ## Train
 #
-# On a CPU this trains the `cpu-learner` preset: single frames only, 1,800 steps, about 8 minutes on 2 cores
-# (quick mode: 60 steps). Every 300 steps the run draws 8 held-out people from their references alone and the
+# On a CPU this trains the `cpu-learner` preset: single frames only, 2,600 steps, about 7 minutes on 2 cores
+# with a thread on each (quick mode: 60 steps). Every 300 steps the run draws 8 held-out people from their references alone and the
 # figure below refreshes: the loss, the identity score and top-1 identification of those samples, and the
 # samples themselves under their references. On a GPU runtime (and not in quick mode) it trains `gpu-small`
 # instead. The run folder holds an atomic checkpoint: interrupt the cell and run it again, and training
 # resumes where it stopped, with the same data order.
 #
 # What to expect on a CPU: the loss falls within a minute, the samples take the references' colours and hair
-# within a few, and the identity score stays near 0. That score reads the *face* (notebook 03), and its face
-# check calls a noisy mosaic in the right colours "not a face". Top-1, which only compares embeddings, moves
-# first.
+# within a few, and the identity score stays low (0 to 0.2). That score reads the *face* (notebook 03), and
+# its face check calls a noisy mosaic in the right colours "not a face". Top-1, which only compares
+# embeddings, moves first. The live top-1 is one picture per person, so it jumps by 1/8; the comparison
+# below draws four per person.
 
 # %%
+import os
+
 from IPython.display import display
 from matplotlib.figure import Figure
 
@@ -129,8 +132,10 @@ from labkit.common import QUICK, image_strip
 if device.type == "cuda" and not QUICK:
     run_cfg, run_dir = replace(PRESETS["gpu-small"], device="cuda"), "runs/gpu-small"
 else:
-    run_cfg = replace(PRESETS["cpu-learner"], device=str(device), steps=60 if QUICK else 1800,
-                      monitor_every=30 if QUICK else 300)
+    # Training is the one cell that gets every core: the rest of the notebook samples on one thread.
+    run_cfg = replace(PRESETS["cpu-learner"], device=str(device), num_threads=os.cpu_count() or 1)
+    if QUICK:
+        run_cfg = replace(run_cfg, steps=60, image_steps=60, monitor_every=30)
     run_dir = "runs/cpu-learner-quick" if QUICK else "runs/cpu-learner"
 
 
@@ -175,8 +180,15 @@ display(plot_losses(result["losses"]))
 import subprocess
 import sys
 
+learner, large = PRESETS["cpu-learner"], PRESETS["gpu-small"]
+print("what changes from cpu-learner to gpu-small:")
+for key in ("steps", "image_steps", "p_image_batch", "image_batch_size", "batch_size", "lr", "bf16", "compile"):
+    print(f"  {key:17s} {getattr(learner, key)!s:>8} -> {getattr(large, key)}")
+for key in learner.model:
+    print(f"  model {key:11s} {learner.model[key]!s:>8} -> {large.model[key]}")
 if device.type == "cuda":
-    print("this runtime has a GPU: the training cell above trained gpu-small")
+    print(f"this runtime has a GPU: the training cell above trained {run_dir} in "
+          f"{result['seconds_this_session'] / 60:.1f} minutes, {result['images_per_second'] or 0:.0f} images/s")
 else:  # in a separate process, so the large model's memory is not added to this notebook's
     estimate = [sys.executable, "-m", "labkit.train", "--preset", "gpu-small", "--estimate", "--device", "cpu"]
     print(subprocess.run(estimate, capture_output=True, text=True, check=True).stdout)
@@ -234,19 +246,24 @@ from labkit import metrics
 from labkit.pipeline import ReferenceConditionedGenerator, make_scheduler
 from labkit.synthfaces import make_clips, test_ids
 
+SAMPLES = 2 if QUICK else 4  # pictures per person: one picture per person makes top-1 a coin toss of 8 tosses
 refs = make_clips(test_ids(8), num_frames=1, size=32, num_refs=3, generator=torch.Generator().manual_seed(0)).references
 mine = ReferenceConditionedGenerator(result["model"].to(device).eval(), make_scheduler("ddim"), recognizer=recognizer)
 shipped = ReferenceConditionedGenerator.from_shipped(device=device)
-rows, per_person = [], {}
+rows, per_person, top1 = [], {}, {}
 for name, pipe in (("yours", mine), ("shipped", shipped)):
-    out = pipe.generate(reference_images=refs, num_frames=1, keyframe=False, strategy="explicit",
-                        identity_strength=1.0, identity_guidance=2.0, num_inference_steps=10 if QUICK else 20,
-                        generator=torch.Generator().manual_seed(0), check_faces=False, progress=False)
-    rows.append(out.frames[:, 0].cpu())
-    per_person[name] = metrics.identity_scores(out.frames.cpu(), refs).mean(1)
+    # each person's references repeated SAMPLES times: SAMPLES independent pictures per person, in one batch
+    out = pipe.generate(reference_images=refs.repeat_interleave(SAMPLES, 0), num_frames=1, keyframe=False,
+                        strategy="explicit", identity_strength=1.0, identity_guidance=2.0,
+                        num_inference_steps=10 if QUICK else 20, generator=torch.Generator().manual_seed(0),
+                        check_faces=False, progress=False)
+    frames = out.frames.cpu().reshape(8, SAMPLES, *out.frames.shape[2:])  # (person, picture, 3, H, W)
+    rows.append(frames[:, 0])
+    per_person[name] = metrics.identity_scores(frames, refs).mean(1)
     mean, se = metrics.mean_and_se(per_person[name])
-    top1 = metrics.identification_top1(out.frames.cpu(), refs)
-    print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1:.2f}")
+    top1[name] = metrics.identification_top1(frames, refs)
+    print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1[name]:.2f} "
+          f"({8 * SAMPLES} pictures)")
 print(metrics.describe_effect("shipped - yours (same 8 people)",
                               *metrics.mean_and_se(per_person["shipped"] - per_person["yours"])))
 fig = show_images(torch.cat([refs[:, 0], *rows]), ncols=8,
@@ -255,9 +272,22 @@ fig.savefig(figure_path("08_samples.png"), dpi=100)
 
 # %% [markdown]
 # Read the two rows against the numbers. In a few minutes a small model learns the *look* of the person in
-# the references (hair, skin, clothes, glasses), because those are most of the pixels. The face itself, the
-# shape, eyes, nose and mouth that the identity score reads, comes much later: the shipped model trained
-# 9,000 steps (69 minutes). A score that read colours would have praised your model; this one does not.
+# the references (hair, skin, clothes, glasses), because those are most of the pixels, and enough of the face
+# for the scorer to pick the right person among 8 most of the time. The face itself, clean eyes, nose and
+# mouth, comes much later: the shipped model trained 9,000 steps (69 minutes), and its identity score is
+# several times yours. A score that read colours would have praised your model; this one does not.
+#
+# These 8 people are one draw, and an easy one. Over 32 held-out people (4 groups of 8, 4 pictures each;
+# `python -m labkit.train --evaluate runs/cpu-learner/model`) a run of this preset reached top-1 0.66, with
+# groups from 0.53 to 0.88, and the shipped model 0.74 (README, "Notebook 08").
+#
+# **What the identity loss buys, and what it costs.** The same preset without the identity loss (and 300 more
+# steps in the same time) reached top-1 0.39 over those 32 people: the loss is what makes the person
+# recognisable this early. Five times stronger (0.5 instead of 0.1, applied up to t = 600) it reached 0.77,
+# above the shipped model, while the identity score fell to 0.01: the scorer's face check rejected nearly
+# every picture, and the pictures were colour noise. The loss had found patterns that a recognizer reacts to,
+# and the scorer, trained on the same world, reacted to them too. That is why the kit reports the score (with
+# its face check) next to top-1, and why you look at the pictures.
 #
 # ## From images to video
 #
