@@ -61,7 +61,7 @@ PRESETS = {
     # The learner's run in notebook 08: single frames only, about 7 minutes on 2 CPU cores (two threads), checked
     # every 300 steps by drawing 8 held-out people from their references alone. lr 2e-3 drew cleaner faces
     # than 1e-3 in the same steps (README, "Notebook 08": the variants measured).
-    "cpu-learner": TrainConfig(steps=2600, lr=2e-3, warmup=100, checkpoint_every=300, image_steps=2600,
+    "cpu-learner": TrainConfig(steps=2400, lr=2e-3, warmup=100, checkpoint_every=300, image_steps=2400,
                                identity_loss_weight=0.1, monitor_every=300,
                                model=dict(dim=96, depth=4, num_heads=4, identity_dim=96, num_identity_tokens=8)),
     # The shipped checkpoint's run, a long CPU run on one thread: 7,000 single-frame steps, then 5,000 steps of
