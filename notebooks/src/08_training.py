@@ -109,8 +109,8 @@ my_v_target = check("v_target", my_v_target).function
 # ## Train
 #
 # On a CPU this trains the `cpu-learner` preset: single frames only, 2,400 steps, about 7 minutes on 2 cores
-# with a thread on each (quick mode: 60 steps). Every 300 steps the run draws 8 held-out people from their references alone and the
-# figure below refreshes: the loss, the identity score and top-1 identification of those samples, and the
+# with a thread on each (quick mode: 60 steps). Every 300 steps the run draws 8 held-out people from their
+# references alone and the figure below refreshes: the loss, the identity score and top-1 identification of those samples, and the
 # samples themselves under their references. On a GPU runtime (and not in quick mode) it trains `gpu-small`
 # instead. The run folder holds an atomic checkpoint: interrupt the cell and run it again, and training
 # resumes where it stopped, with the same data order.
@@ -250,7 +250,7 @@ SAMPLES = 2 if QUICK else 4  # pictures per person: one picture per person makes
 refs = make_clips(test_ids(8), num_frames=1, size=32, num_refs=3, generator=torch.Generator().manual_seed(0)).references
 mine = ReferenceConditionedGenerator(result["model"].to(device).eval(), make_scheduler("ddim"), recognizer=recognizer)
 shipped = ReferenceConditionedGenerator.from_shipped(device=device)
-rows, per_person, top1 = [], {}, {}
+rows, per_person = [], {}
 for name, pipe in (("yours", mine), ("shipped", shipped)):
     # each person's references repeated SAMPLES times: SAMPLES independent pictures per person, in one batch
     out = pipe.generate(reference_images=refs.repeat_interleave(SAMPLES, 0), num_frames=1, keyframe=False,
@@ -261,8 +261,8 @@ for name, pipe in (("yours", mine), ("shipped", shipped)):
     rows.append(frames[:, 0])
     per_person[name] = metrics.identity_scores(frames, refs).mean(1)
     mean, se = metrics.mean_and_se(per_person[name])
-    top1[name] = metrics.identification_top1(frames, refs)
-    print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1[name]:.2f} "
+    top1 = metrics.identification_top1(frames, refs)
+    print(f"{name:>8}: identity score {mean:.3f} +- {se:.3f}, top-1 among 8 people {top1:.2f} "
           f"({8 * SAMPLES} pictures)")
 print(metrics.describe_effect("shipped - yours (same 8 people)",
                               *metrics.mean_and_se(per_person["shipped"] - per_person["yours"])))
